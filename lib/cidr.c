@@ -1,0 +1,1 @@
+/* cidr.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* decision.c - placeholder while the module is written. */

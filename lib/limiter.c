@@ -1,0 +1,1 @@
+/* limiter.c - placeholder while the module is written. */

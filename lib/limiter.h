@@ -1,0 +1,77 @@
+/* limiter.h - rate limiter state shared by every worker, and the three
+ * algorithms (token bucket, leaky bucket, sliding window).
+ *
+ * State lives here, outside policy snapshots, keyed by a 64-bit bucket key
+ * (rate limit x client or source): a policy change keeps every bucket. Each
+ * bucket is one 64-bit word updated with compare-and-swap, so a limit is
+ * exact across threads: N threads admit exactly what one thread would.
+ * Time is passed in (nanoseconds, any monotonic origin), so tests drive a
+ * synthetic clock. All arithmetic is integer fixed-point.
+ */
+#ifndef SLUICE_LIMITER_H
+#define SLUICE_LIMITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy.h"
+
+/* A limit's parameters; derived from a policy_rate_limit (see
+ * limiter_params_from_policy) or written by hand in tests. */
+struct limiter_params {
+	enum policy_algorithm algorithm;
+	uint64_t rate;     /* requests per unit, >= 1 */
+	uint64_t unit_ns;  /* length of the unit, e.g. 1e9 */
+	uint64_t burst;    /* >= 1: bucket depth, or the window limit's slack */
+};
+
+void limiter_params_from_policy(const struct policy_rate_limit *rl, struct limiter_params *out);
+
+/* Everything a 429 (or the RateLimit headers of a 200) needs. */
+struct limiter_result {
+	bool allowed;
+	uint64_t limit;           /* requests allowed in a burst (quota) */
+	uint64_t remaining;       /* requests that would still be admitted now */
+	uint64_t reset_ns;        /* until the bucket is full / the window resets */
+	uint64_t retry_after_ns;  /* refused: until one request would pass; else 0 */
+	uint64_t delay_ns;        /* LEAKY_BUCKET admitted: pace it by this much */
+};
+
+/* One bucket: a single atomic word. Zero-initialised means full/fresh. */
+struct limiter_bucket {
+	uint64_t state;
+};
+
+/* Takes one request from one bucket at time now_ns. Lock-free (CAS loop). */
+void limiter_bucket_take(struct limiter_bucket *b, const struct limiter_params *p,
+			 uint64_t now_ns, struct limiter_result *out);
+
+/* The table of buckets. */
+struct limiter;
+
+struct limiter_config {
+	size_t max_buckets;    /* cap on live buckets; 0: 1 << 20 */
+	uint64_t idle_ttl_ns;  /* a bucket idle (full again) this long may be
+				* reclaimed by limiter_sweep(); 0: 10 minutes */
+};
+
+int limiter_new(const struct limiter_config *cfg, struct limiter **ret);
+void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside */
+
+/* Takes one request from the bucket `key` (created full on first use).
+ * Returns 0; -ENOSPC when the table is at max_buckets and `key` is new (the
+ * caller decides: the proxy fails open and counts it). Lock-free; the
+ * calling thread must be registered for RCU (snapshot_thread_online()). */
+int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
+		  uint64_t now_ns, struct limiter_result *out);
+
+/* Reclaims buckets idle for idle_ttl_ns (any thread, concurrently with
+ * limiter_check, never losing an update). Returns how many. */
+size_t limiter_sweep(struct limiter *l, uint64_t now_ns);
+size_t limiter_count(const struct limiter *l);
+
+/* Bucket key of (rate limit, subject): XXH3 of both hashes. */
+uint64_t limiter_key(uint64_t rate_limit_key_hash, uint64_t subject_hash);
+
+#endif

@@ -1,0 +1,1 @@
+/* log.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* pbjson.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* pmap.c - placeholder while the module is written. */

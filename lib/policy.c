@@ -1,0 +1,1 @@
+/* policy.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* policy_wire.c - placeholder while the module is written. */

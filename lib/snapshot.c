@@ -1,0 +1,1 @@
+/* snapshot.c - placeholder while the module is written. */

@@ -1,0 +1,2 @@
+/* decision_test.c - placeholder while the module is written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* limiter_test.c - placeholder while the module is written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* log_test.c - placeholder while the module is written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* pbjson_test.c - placeholder while the module is written. */
+#include <criterion/criterion.h>

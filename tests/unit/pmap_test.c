@@ -1,0 +1,2 @@
+/* pmap_test.c - placeholder while the module is written. */
+#include <criterion/criterion.h>

@@ -32,25 +32,32 @@ struct cidr {
  * and anything inet_pton refuses are -EINVAL with a short reason in *why
  * (static string; e.g. "host bits set beyond /8"). */
 int cidr_parse(const char *s, struct cidr *out, const char **why);
-/* Parses an address without prefix. -EINVAL. */
+/* Parses an address without prefix. -EINVAL. A v4-mapped IPv6 address
+ * (::ffff:a.b.c.d) comes back as AF_INET. */
 int cidr_addr_parse(const char *s, struct cidr_addr *out);
 /* From a sockaddr_in / sockaddr_in6; v4-mapped v6 becomes AF_INET. */
 int cidr_addr_from_sockaddr(const struct sockaddr *sa, struct cidr_addr *out);
-/* "10.0.0.0/8"; returns what snprintf returns. */
+/* "10.0.0.0/8"; returns what snprintf returns (-EINVAL for a bad family). */
 int cidr_format(const struct cidr *c, char *buf, size_t len);
+/* Families must match after v4-mapped addresses become IPv4; a prefix
+ * inside ::ffff:0:0/96 matches as the IPv4 prefix it maps (so ::/0 does not
+ * contain IPv4 addresses). */
 bool cidr_contains(const struct cidr *c, const struct cidr_addr *a);
 
 /* Immutable LPM table. */
 struct cidr_table;
 
 /* Builds a table from n prefixes with a caller value each (duplicates: the
- * last value wins). Returns 0, -ENOMEM, -E2BIG (n > 1 << 20). */
+ * last value wins). Returns 0, -ENOMEM, -E2BIG (n > 1 << 20). Also -EINVAL
+ * for a prefix with a bad family, length or host bits set. `values` may be
+ * NULL (every value 0). Prefixes inside ::ffff:0:0/96 are stored as the
+ * IPv4 prefixes they map, so lookups report their IPv4 length. */
 int cidr_table_new(const struct cidr *prefixes, const uint32_t *values, size_t n,
 		   struct cidr_table **ret);
 void cidr_table_free(struct cidr_table *t); /* accepts NULL */
 /* Longest prefix containing `a`: returns its length (>= 0) and its value in
  * *value (may be NULL), or -ENOENT. */
 int cidr_table_lookup(const struct cidr_table *t, const struct cidr_addr *a, uint32_t *value);
-size_t cidr_table_size(const struct cidr_table *t); /* prefixes it holds */
+size_t cidr_table_size(const struct cidr_table *t); /* distinct prefixes it holds */
 
 #endif

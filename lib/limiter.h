@@ -28,6 +28,23 @@ struct limiter_params {
 
 void limiter_params_from_policy(const struct policy_rate_limit *rl, struct limiter_params *out);
 
+/* How each algorithm reads the parameters (details in limiter.c):
+ * - TOKEN_BUCKET: GCRA; `burst` requests at once, one more every
+ *   unit_ns / rate (exact, no rounding to whole ns).
+ * - LEAKY_BUCKET: the same admission bound; an admitted request that finds
+ *   the bucket non-empty gets delay_ns, its place in a queue draining at
+ *   `rate`. limit = burst for both.
+ * - SLIDING_WINDOW: admits while prev * (unit_ns - elapsed) / unit_ns + cur
+ *   + 1 <= rate; `burst` is ignored, limit = rate; rate is capped at
+ *   POLICY_MAX_SLIDING_RATE.
+ * Changing a bucket's parameters (or algorithm) keeps what it has used (as
+ * time for the buckets, as counts for the window): no fresh burst is
+ * granted. Limits of the representation: now_ns is held at
+ * LIMITER_NOW_MAX_NS (~6.8 years of CLOCK_MONOTONIC) and a bucket's depth
+ * (burst * unit_ns / rate) is capped at LIMITER_DEPTH_MAX_NS (~2.3 years). */
+#define LIMITER_NOW_MAX_NS (3ull << 56)
+#define LIMITER_DEPTH_MAX_NS ((1ull << 56) - 1)
+
 /* Everything a 429 (or the RateLimit headers of a 200) needs. */
 struct limiter_result {
 	bool allowed;
@@ -62,12 +79,16 @@ void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside *
 /* Takes one request from the bucket `key` (created full on first use).
  * Returns 0; -ENOSPC when the table is at max_buckets and `key` is new (the
  * caller decides: the proxy fails open and counts it). Lock-free; the
- * calling thread must be registered for RCU (snapshot_thread_online()). */
+ * calling thread must be registered for RCU (snapshot_thread_online()).
+ * Also -ENOMEM when a new bucket cannot be allocated; *out is written only
+ * on success. */
 int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
 		  uint64_t now_ns, struct limiter_result *out);
 
 /* Reclaims buckets idle for idle_ttl_ns (any thread, concurrently with
- * limiter_check, never losing an update). Returns how many. */
+ * limiter_check, never losing an update). Returns how many. The thread must
+ * be registered for RCU, as for limiter_check; it holds one read-side
+ * section for the whole walk. */
 size_t limiter_sweep(struct limiter *l, uint64_t now_ns);
 size_t limiter_count(const struct limiter *l);
 

@@ -27,7 +27,8 @@ int pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, size
 		  char err[PBJSON_ERR_LEN], ProtobufCMessage **ret);
 
 /* Convenience: reads a whole file (at most 256 MiB) and decodes it.
- * -errno for I/O errors (err says which file). */
+ * -errno for I/O errors (err says which file; -EFBIG when too large).
+ * Decode errors are prefixed with the file name too: "'f.json': name: ...". */
 int pbjson_decode_file(const ProtobufCMessageDescriptor *desc, const char *path,
 		       char err[PBJSON_ERR_LEN], ProtobufCMessage **ret);
 
@@ -38,6 +39,9 @@ enum pbjson_flags {
 
 /* Encodes a message as JSON. Returns a malloc'ed NUL-terminated string
  * (free()), or NULL with errno. */
+/* errno values: ENOMEM; EINVAL for a NULL message, unknown flags or output
+ * nested deeper than 64 levels (pbjson_decode could not read it back);
+ * EILSEQ for a string field that is not valid UTF-8. */
 char *pbjson_encode(const ProtobufCMessage *msg, unsigned flags);
 
 #endif

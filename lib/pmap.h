@@ -44,8 +44,9 @@ void *pmap_get(const struct pmap *m, uint64_t hash, const void *key);
 struct pmap_edit;
 
 int pmap_edit_begin(const struct pmap *base, struct pmap_edit **ret);
-/* Stores val under (hash, key), taking a reference on val (ops->val_ref);
- * replaces and releases an existing value with the same key. -ENOMEM. */
+/* Stores val (never NULL) under (hash, key), taking a reference on val
+ * (ops->val_ref); replaces and releases an existing value with the same
+ * key. -ENOMEM. */
 int pmap_edit_put(struct pmap_edit *e, uint64_t hash, const void *key, void *val);
 /* Removes the value with that key. Returns 0, or -ENOENT when absent. */
 int pmap_edit_del(struct pmap_edit *e, uint64_t hash, const void *key);

@@ -111,6 +111,10 @@ bool policy_id_valid(const char *s);
 /* True for a valid ruleset name: 1..64 bytes of [a-z0-9._-], starting with a
  * letter or digit. */
 bool policy_ruleset_name_valid(const char *s);
+/* Why `s` is not a valid resource id / ruleset name: a static string such as
+ * "must not be empty", or NULL when it is valid. For error messages. */
+const char *policy_id_problem(const char *s);
+const char *policy_ruleset_name_problem(const char *s);
 
 /* A reference to another resource: its id and its policy_key_hash(). */
 struct policy_ref {

@@ -1,1 +1,1334 @@
-/* snapshot.c - placeholder while the module is written. */
+/* snapshot.c - immutable ruleset snapshots built by path copying, published
+ * with RCU. Invariants: a built snapshot never changes; its indexes (client
+ * keys, routes, reference counts) agree with its resource map; every
+ * reference names an existing resource of the right kind; a failed build
+ * releases everything it took. */
+#include "snapshot.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+#include <xxhash.h>
+
+#include "pmap.h"
+
+/* Route depths are bounded by the path length: "/a/b" has 2 segments. */
+#define ROUTE_DEPTH_MAX (POLICY_MAX_PATH_LEN / 2 + 1)
+/* Outgoing references of one resource: a route's upstream plus its lists. */
+#define OUT_REFS_MAX (2 + 2 * POLICY_MAX_REFS)
+
+#if defined(__SANITIZE_THREAD__)
+#define SNAPSHOT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SNAPSHOT_TSAN 1
+#endif
+#endif
+
+#ifdef SNAPSHOT_TSAN
+/* liburcu is not instrumented, so ThreadSanitizer cannot see that a grace
+ * period orders every read section before the free that follows it. Model
+ * exactly that guarantee: each read section releases this address when it
+ * ends, and reclamation acquires it before freeing. Any read section that
+ * could still see the old snapshot ended before the grace period did, so
+ * its release is ordered before the acquire; the writer's release in
+ * publish likewise models call_rcu() handing the snapshot to the callback
+ * thread. */
+void __tsan_release(void *addr);
+void __tsan_acquire(void *addr);
+static char snapshot_rcu_sync;
+#define TSAN_RELEASE() __tsan_release(&snapshot_rcu_sync)
+#define TSAN_ACQUIRE() __tsan_acquire(&snapshot_rcu_sync)
+#else
+#define TSAN_RELEASE() ((void)0)
+#define TSAN_ACQUIRE() ((void)0)
+#endif
+
+/* One ruleset at one version. Owned by its references (snapshot_ref/unref,
+ * a cell holds one); lives until the last is dropped, after an RCU grace
+ * period when it was published. */
+struct snapshot {
+	uint32_t refcnt;      /* atomic */
+	uint32_t rcu_queued;  /* atomic: rcu head in use by call_rcu */
+	uint64_t version;
+	struct pmap *res;     /* (kind, id) -> struct policy_res */
+	struct pmap *clients; /* client key bytes -> struct client_ent */
+	struct pmap *routes;  /* (host, match_prefix) -> route policy_res */
+	struct pmap *refs;    /* referenced (kind, id) -> struct ref_ent */
+	const struct policy_res *settings; /* borrowed from res; NULL: defaults */
+	/* settings.access_lists resolved when built (borrowed from res), so
+	 * the request path does not look them up. */
+	const struct policy_res *global_lists[2 * POLICY_MAX_REFS];
+	size_t n_global_lists;
+	size_t nodes_created; /* map nodes allocated when this one was built */
+	size_t kind_count[POLICY_KIND_MAX + 1];
+	unsigned route_depth_max; /* deepest match_depth of any route */
+	uint32_t route_depth_count[ROUTE_DEPTH_MAX + 1];
+	struct rcu_head rcu;
+	char ruleset[POLICY_RULESET_NAME_MAX_LEN + 1];
+};
+
+/* The published pointer. Owned by its creator until snapshot_cell_free. */
+struct snapshot_cell {
+	struct snapshot *cur; /* atomic; holds one reference */
+};
+
+/* One client key in the index. Immutable; owned by the client-map nodes
+ * that hold it, lives until the last of them is freed. */
+struct client_ent {
+	uint32_t refcnt; /* atomic */
+	uint32_t key_len;
+	const char *key;       /* inside res */
+	struct policy_res *res; /* one reference */
+};
+
+/* How many resources reference (kind, id). Immutable (shared by snapshots):
+ * a change stores a new entry. Owned by the ref-map nodes holding it. */
+struct ref_ent {
+	uint32_t refcnt; /* atomic */
+	uint32_t count;
+	enum policy_kind kind;
+	size_t id_len;
+	char id[];
+};
+
+/* Lookup key of the resource and reference maps; on the caller's stack
+ * for the duration of one call. */
+struct res_key {
+	enum policy_kind kind;
+	const char *id;
+	size_t id_len;
+};
+
+/* Lookup key of the client map; on the caller's stack for one call. */
+struct bytes_key {
+	const char *p;
+	size_t len;
+};
+
+/* Lookup key of the route map; on the caller's stack for one call. */
+struct route_key {
+	const char *host;
+	size_t host_len;
+	const char *prefix;
+	size_t prefix_len;
+};
+
+static size_t live_snapshots;
+
+static const struct policy_settings default_settings = {
+	.client_id_header = POLICY_DEFAULT_CLIENT_ID_HEADER,
+	.max_body_bytes = POLICY_DEFAULT_MAX_BODY_BYTES,
+	.request_timeout_ms = POLICY_DEFAULT_REQUEST_TIMEOUT_MS,
+};
+
+/* ---- map value operations ---- */
+
+static bool res_match(const void *val, const void *key)
+{
+	const struct policy_res *r = val;
+	const struct res_key *k = key;
+
+	return r->kind == k->kind && r->id_len == k->id_len && memcmp(r->id, k->id, k->id_len) == 0;
+}
+
+static bool res_same(const void *a, const void *b)
+{
+	const struct policy_res *ra = a, *rb = b;
+
+	return ra->kind == rb->kind && ra->id_len == rb->id_len &&
+	       memcmp(ra->id, rb->id, ra->id_len) == 0;
+}
+
+static void res_ref(void *v)
+{
+	policy_res_ref(v);
+}
+
+static void res_unref(void *v)
+{
+	policy_res_unref(v);
+}
+
+static const struct pmap_ops res_ops = {
+	.match = res_match, .same_key = res_same, .val_ref = res_ref, .val_unref = res_unref,
+};
+
+static bool client_match(const void *val, const void *key)
+{
+	const struct client_ent *c = val;
+	const struct bytes_key *k = key;
+
+	return c->key_len == k->len && memcmp(c->key, k->p, k->len) == 0;
+}
+
+static bool client_same(const void *a, const void *b)
+{
+	const struct client_ent *ca = a, *cb = b;
+
+	return ca->key_len == cb->key_len && memcmp(ca->key, cb->key, ca->key_len) == 0;
+}
+
+static void client_ref(void *v)
+{
+	__atomic_add_fetch(&((struct client_ent *)v)->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+static void client_unref(void *v)
+{
+	struct client_ent *c = v;
+
+	if (__atomic_sub_fetch(&c->refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
+		policy_res_unref(c->res);
+		free(c);
+	}
+}
+
+static const struct pmap_ops client_ops = {
+	.match = client_match, .same_key = client_same,
+	.val_ref = client_ref, .val_unref = client_unref,
+};
+
+/* Routes are keyed by (host, match_prefix); hosts and prefixes never hold
+ * a NUL, so comparing up to the key length plus the terminator is exact. */
+static bool route_match(const void *val, const void *key)
+{
+	const struct policy_route *rt = &((const struct policy_res *)val)->u.route;
+	const struct route_key *k = key;
+
+	return rt->match_prefix_len == k->prefix_len &&
+	       memcmp(rt->match_prefix, k->prefix, k->prefix_len) == 0 &&
+	       strncmp(rt->host, k->host, k->host_len) == 0 && rt->host[k->host_len] == '\0';
+}
+
+static bool route_same(const void *a, const void *b)
+{
+	const struct policy_route *ra = &((const struct policy_res *)a)->u.route;
+	const struct policy_route *rb = &((const struct policy_res *)b)->u.route;
+
+	return strcmp(ra->host, rb->host) == 0 && strcmp(ra->match_prefix, rb->match_prefix) == 0;
+}
+
+static const struct pmap_ops route_ops = {
+	.match = route_match, .same_key = route_same, .val_ref = res_ref, .val_unref = res_unref,
+};
+
+static bool ref_match(const void *val, const void *key)
+{
+	const struct ref_ent *r = val;
+	const struct res_key *k = key;
+
+	return r->kind == k->kind && r->id_len == k->id_len && memcmp(r->id, k->id, k->id_len) == 0;
+}
+
+static bool ref_same(const void *a, const void *b)
+{
+	const struct ref_ent *ra = a, *rb = b;
+
+	return ra->kind == rb->kind && ra->id_len == rb->id_len &&
+	       memcmp(ra->id, rb->id, ra->id_len) == 0;
+}
+
+static void ref_ent_ref(void *v)
+{
+	__atomic_add_fetch(&((struct ref_ent *)v)->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+static void ref_ent_unref(void *v)
+{
+	struct ref_ent *r = v;
+
+	if (__atomic_sub_fetch(&r->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		free(r);
+}
+
+static const struct pmap_ops ref_ops = {
+	.match = ref_match, .same_key = ref_same, .val_ref = ref_ent_ref, .val_unref = ref_ent_unref,
+};
+
+/* The route hash covers host and prefix without building "host\0prefix":
+ * the host's hash seeds the prefix's, so a lookup hashes the host once and
+ * then each candidate prefix slice in place. */
+static uint64_t host_seed(const char *host, size_t host_len)
+{
+	return XXH3_64bits(host, host_len);
+}
+
+static uint64_t route_hash(uint64_t seed, const char *prefix, size_t prefix_len)
+{
+	return XXH3_64bits_withSeed(prefix, prefix_len, seed);
+}
+
+static uint64_t route_res_hash(const struct policy_res *r)
+{
+	const struct policy_route *rt = &r->u.route;
+
+	return route_hash(host_seed(rt->host, strlen(rt->host)), rt->match_prefix,
+			  rt->match_prefix_len);
+}
+
+static struct route_key route_res_key(const struct policy_res *r)
+{
+	const struct policy_route *rt = &r->u.route;
+
+	return (struct route_key){ rt->host, strlen(rt->host), rt->match_prefix,
+				   rt->match_prefix_len };
+}
+
+/* ---- snapshot lifetime ---- */
+
+static struct snapshot *snap_alloc(void)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->refcnt = 1;
+	__atomic_add_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+static void snap_free(struct snapshot *s)
+{
+	pmap_unref(s->res);
+	pmap_unref(s->clients);
+	pmap_unref(s->routes);
+	pmap_unref(s->refs);
+	free(s);
+	__atomic_sub_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
+}
+
+struct snapshot *snapshot_ref(const struct snapshot *s)
+{
+	struct snapshot *ss = (struct snapshot *)s;
+
+	__atomic_add_fetch(&ss->refcnt, 1, __ATOMIC_RELAXED);
+	return ss;
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+	if (s && __atomic_sub_fetch(&s->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		snap_free(s);
+}
+
+size_t snapshot_live_count(void)
+{
+	return __atomic_load_n(&live_snapshots, __ATOMIC_RELAXED);
+}
+
+int snapshot_new_empty(const char *ruleset, struct snapshot **ret)
+{
+	struct snapshot *s;
+
+	if (!ruleset || !policy_ruleset_name_valid(ruleset))
+		return -EINVAL;
+	s = snap_alloc();
+	if (!s)
+		return -ENOMEM;
+	strcpy(s->ruleset, ruleset);
+	s->res = pmap_new(&res_ops);
+	s->clients = pmap_new(&client_ops);
+	s->routes = pmap_new(&route_ops);
+	s->refs = pmap_new(&ref_ops);
+	if (!s->res || !s->clients || !s->routes || !s->refs) {
+		snap_free(s);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+/* ---- building: apply a set of changes to a base snapshot ---- */
+
+/* One outgoing reference of a resource, with the field that holds it;
+ * in a caller's stack array, borrowing from the resource. */
+struct out_ref {
+	enum policy_kind kind;
+	const struct policy_ref *ref;
+	const char *field;
+	int index; /* into a repeated field; -1 for a singular one */
+};
+
+static void out_add(struct out_ref *out, size_t *n, enum policy_kind kind,
+		    const struct policy_ref *ref, const char *field, int index)
+{
+	if (!ref->id || *n >= OUT_REFS_MAX)
+		return;
+	out[(*n)++] = (struct out_ref){ kind, ref, field, index };
+}
+
+/* Lists every reference r makes. Returns false when r makes more than the
+ * caps allow (validation upstream should have refused it). */
+static bool res_out_refs(const struct policy_res *r, struct out_ref *out, size_t *n)
+{
+	*n = 0;
+	switch (r->kind) {
+	case POLICY_KIND_CLIENT:
+		out_add(out, n, POLICY_KIND_RATE_LIMIT, &r->u.client.rate_limit, "rate_limit", -1);
+		return true;
+	case POLICY_KIND_RATE_LIMIT:
+		out_add(out, n, POLICY_KIND_CLIENT, &r->u.rate_limit.sel.client, "selector.client",
+			-1);
+		return true;
+	case POLICY_KIND_ROUTE: {
+		const struct policy_route *rt = &r->u.route;
+
+		if (rt->n_rate_limits > POLICY_MAX_REFS || rt->n_access_lists > POLICY_MAX_REFS)
+			return false;
+		if (rt->backend == POLICY_BACKEND_UPSTREAM)
+			out_add(out, n, POLICY_KIND_UPSTREAM, &rt->upstream, "upstream", -1);
+		for (size_t i = 0; i < rt->n_rate_limits; i++)
+			out_add(out, n, POLICY_KIND_RATE_LIMIT, &rt->rate_limits[i], "rate_limits",
+				(int)i);
+		for (size_t i = 0; i < rt->n_access_lists; i++)
+			out_add(out, n, POLICY_KIND_ACCESS_LIST, &rt->access_lists[i],
+				"access_lists", (int)i);
+		return true;
+	}
+	case POLICY_KIND_SETTINGS: {
+		const struct policy_settings *st = &r->u.settings;
+
+		if (st->n_access_lists > 2 * POLICY_MAX_REFS)
+			return false;
+		out_add(out, n, POLICY_KIND_RATE_LIMIT, &st->default_rate_limit,
+			"default_rate_limit", -1);
+		for (size_t i = 0; i < st->n_access_lists; i++)
+			out_add(out, n, POLICY_KIND_ACCESS_LIST, &st->access_lists[i],
+				"access_lists", (int)i);
+		return true;
+	}
+	default:
+		return true;
+	}
+}
+
+/* Is out[i] the first reference to its target in out[0..i]? Referrers are
+ * counted once per resource however often they name a target. */
+static bool out_first(const struct out_ref *out, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (out[j].kind == out[i].kind && strcmp(out[j].ref->id, out[i].ref->id) == 0)
+			return false;
+	return true;
+}
+
+/* The in-progress next snapshot: one open edit per map. Lives on the
+ * stack of build_next(). */
+struct builder {
+	struct snapshot *next;
+	struct pmap_edit *res, *clients, *routes, *refs;
+	struct policy_errs *errs;
+	bool cap_hit;
+};
+
+static const struct policy_res *edit_get_res(struct pmap_edit *e, enum policy_kind kind,
+					     const char *id, size_t id_len, uint64_t hash)
+{
+	struct res_key k = { kind, id, id_len };
+
+	return pmap_edit_get(e, hash, &k);
+}
+
+static int refs_adjust(struct builder *b, enum policy_kind kind, const char *id, int delta)
+{
+	struct res_key k = { kind, id, strlen(id) };
+	uint64_t h = policy_key_hash(kind, id, k.id_len);
+	const struct ref_ent *old = pmap_edit_get(b->refs, h, &k);
+	uint32_t count = old ? old->count : 0;
+	struct ref_ent *e;
+	int r;
+
+	assert(delta > 0 || count > 0);
+	count += delta;
+	if (count == 0)
+		return pmap_edit_del(b->refs, h, &k);
+	e = malloc(sizeof(*e) + k.id_len + 1);
+	if (!e)
+		return -ENOMEM;
+	e->refcnt = 0; /* the map takes the only reference */
+	e->count = count;
+	e->kind = kind;
+	e->id_len = k.id_len;
+	memcpy(e->id, id, k.id_len + 1);
+	r = pmap_edit_put(b->refs, h, &k, e);
+	if (r < 0)
+		free(e);
+	return r;
+}
+
+static int refs_of(const struct builder *b, enum policy_kind kind, const char *id)
+{
+	struct res_key k = { kind, id, strlen(id) };
+	const struct ref_ent *e = pmap_edit_get(b->refs, policy_key_hash(kind, id, k.id_len), &k);
+
+	return e ? (int)e->count : 0;
+}
+
+static void count_adjust(struct builder *b, const struct policy_res *r, int delta)
+{
+	struct snapshot *n = b->next;
+
+	if (delta > 0)
+		n->kind_count[r->kind]++;
+	else
+		n->kind_count[r->kind]--;
+	if (r->kind == POLICY_KIND_ROUTE) {
+		unsigned d = r->u.route.match_depth;
+
+		n->route_depth_count[d < ROUTE_DEPTH_MAX ? d : ROUTE_DEPTH_MAX] += (uint32_t)delta;
+	}
+	if (r->kind == POLICY_KIND_SETTINGS)
+		n->settings = delta > 0 ? r : NULL;
+}
+
+/* Takes a resource that is leaving the ruleset (removed or replaced) out of
+ * every index. Its entry in the resource map is handled by the caller. */
+static int unindex(struct builder *b, const struct policy_res *old)
+{
+	struct out_ref out[OUT_REFS_MAX];
+	size_t n;
+	int r;
+
+	if (old->kind == POLICY_KIND_CLIENT) {
+		const struct policy_client *c = &old->u.client;
+
+		for (size_t i = 0; i < c->n_keys; i++) {
+			struct bytes_key k = { c->keys[i], strlen(c->keys[i]) };
+			const struct client_ent *e = pmap_edit_get(b->clients, c->key_hashes[i], &k);
+
+			if (!e || e->res != old)
+				continue;
+			r = pmap_edit_del(b->clients, c->key_hashes[i], &k);
+			if (r < 0)
+				return r;
+		}
+	} else if (old->kind == POLICY_KIND_ROUTE) {
+		struct route_key k = route_res_key(old);
+		uint64_t h = route_res_hash(old);
+
+		if (pmap_edit_get(b->routes, h, &k) == old) {
+			r = pmap_edit_del(b->routes, h, &k);
+			if (r < 0)
+				return r;
+		}
+	}
+	res_out_refs(old, out, &n);
+	for (size_t i = 0; i < n; i++) {
+		if (!out_first(out, i))
+			continue;
+		r = refs_adjust(b, out[i].kind, out[i].ref->id, -1);
+		if (r < 0)
+			return r;
+	}
+	count_adjust(b, old, -1);
+	return 0;
+}
+
+static void field_name(char *buf, size_t len, const struct out_ref *o)
+{
+	if (o->index < 0)
+		snprintf(buf, len, "%s", o->field);
+	else
+		snprintf(buf, len, "%s[%d]", o->field, o->index);
+}
+
+/* Puts a resource entering the ruleset into every index; duplicates of
+ * another resource's client key or route are reported in errs. */
+static int reindex(struct builder *b, struct policy_res *res)
+{
+	const char *kname = policy_kind_name(res->kind);
+	struct out_ref out[OUT_REFS_MAX];
+	size_t n;
+	int r;
+
+	if (res->kind == POLICY_KIND_CLIENT) {
+		const struct policy_client *c = &res->u.client;
+
+		for (size_t i = 0; i < c->n_keys; i++) {
+			struct bytes_key k = { c->keys[i], strlen(c->keys[i]) };
+			const struct client_ent *old = pmap_edit_get(b->clients, c->key_hashes[i], &k);
+			struct client_ent *e;
+
+			if (old) {
+				policy_errs_add(b->errs, "%s/%s.keys[%zu]: key '%s' is already used by %s/%s",
+						kname, res->id, i, c->keys[i], kname, old->res->id);
+				continue;
+			}
+			e = malloc(sizeof(*e));
+			if (!e)
+				return -ENOMEM;
+			e->refcnt = 0;
+			e->key_len = (uint32_t)k.len;
+			e->key = c->keys[i];
+			e->res = policy_res_ref(res);
+			r = pmap_edit_put(b->clients, c->key_hashes[i], &k, e);
+			if (r < 0) {
+				policy_res_unref(res);
+				free(e);
+				return r;
+			}
+		}
+	} else if (res->kind == POLICY_KIND_ROUTE) {
+		struct route_key k = route_res_key(res);
+		uint64_t h = route_res_hash(res);
+		const struct policy_res *old = pmap_edit_get(b->routes, h, &k);
+
+		if (old) {
+			policy_errs_add(b->errs,
+					"%s/%s.path_prefix: host '%s' path '%s' is already routed by %s/%s",
+					kname, res->id, res->u.route.host, res->u.route.path_prefix,
+					kname, old->id);
+		} else {
+			r = pmap_edit_put(b->routes, h, &k, res);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (!res_out_refs(res, out, &n))
+		policy_errs_add(b->errs, "%s/%s: too many references", kname, res->id);
+	for (size_t i = 0; i < n; i++) {
+		if (!out_first(out, i))
+			continue;
+		assert(out[i].ref->key_hash == policy_key_hash(out[i].kind, out[i].ref->id,
+							       strlen(out[i].ref->id)));
+		r = refs_adjust(b, out[i].kind, out[i].ref->id, +1);
+		if (r < 0)
+			return r;
+	}
+	count_adjust(b, res, +1);
+	return 0;
+}
+
+/* Every reference an entering resource makes must name a resource of the
+ * right kind in the new ruleset. */
+static void check_out_refs(struct builder *b, const struct policy_res *res)
+{
+	struct out_ref out[OUT_REFS_MAX];
+	size_t n;
+	char field[64];
+
+	res_out_refs(res, out, &n);
+	for (size_t i = 0; i < n; i++) {
+		const char *id = out[i].ref->id;
+
+		if (edit_get_res(b->res, out[i].kind, id, strlen(id),
+				 policy_key_hash(out[i].kind, id, strlen(id))))
+			continue;
+		field_name(field, sizeof(field), &out[i]);
+		policy_errs_add(b->errs, "%s/%s.%s: %s/%s does not exist",
+				policy_kind_name(res->kind), res->id, field,
+				policy_kind_name(out[i].kind), id);
+	}
+}
+
+/* Open-addressing set of resource keys, to find keys named twice in one
+ * change set in O(n). Lives for one build_next() call. */
+struct key_set {
+	struct res_key *slot;
+	uint64_t *hash;
+	size_t mask;
+};
+
+static int key_set_init(struct key_set *ks, size_t n)
+{
+	size_t cap = 16;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	ks->slot = calloc(cap, sizeof(*ks->slot));
+	ks->hash = calloc(cap, sizeof(*ks->hash));
+	ks->mask = cap - 1;
+	if (!ks->slot || !ks->hash) {
+		free(ks->slot);
+		free(ks->hash);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Adds the key; false when it was already there. */
+static bool key_set_add(struct key_set *ks, struct res_key k, uint64_t h)
+{
+	for (size_t i = h & ks->mask;; i = (i + 1) & ks->mask) {
+		struct res_key *s = &ks->slot[i];
+
+		if (!s->id) {
+			*s = k;
+			ks->hash[i] = h;
+			return true;
+		}
+		if (ks->hash[i] == h && s->kind == k.kind && s->id_len == k.id_len &&
+		    memcmp(s->id, k.id, k.id_len) == 0)
+			return false;
+	}
+}
+
+/* A change set: what to upsert and what to remove; on the stack of
+ * snapshot_apply/build, borrowing the caller's arrays. */
+struct changes {
+	const char *label; /* "delta" or "snapshot", for messages */
+	struct policy_res *const *upserts;
+	size_t n_upserts;
+	const struct policy_key *removes;
+	size_t n_removes;
+};
+
+/* Keys named twice, and removes of absent keys: refused before any edit. */
+static int check_change_keys(const struct snapshot *base, const struct changes *ch,
+			     struct policy_errs *errs)
+{
+	unsigned errs_before = policy_errs_count(errs);
+	struct key_set ks;
+	int r;
+
+	r = key_set_init(&ks, ch->n_upserts + ch->n_removes);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ch->n_upserts; i++) {
+		const struct policy_res *u = ch->upserts[i];
+		struct res_key k = { u->kind, u->id, u->id_len };
+
+		if (!key_set_add(&ks, k, u->key_hash))
+			policy_errs_add(errs, "%s: %s/%s appears twice", ch->label,
+					policy_kind_name(u->kind), u->id);
+	}
+	for (size_t i = 0; i < ch->n_removes; i++) {
+		const struct policy_key *rm = &ch->removes[i];
+		struct res_key k = { rm->kind, rm->id, strlen(rm->id) };
+		uint64_t h = policy_key_hash(rm->kind, rm->id, k.id_len);
+
+		if (!key_set_add(&ks, k, h))
+			policy_errs_add(errs, "%s: %s/%s appears twice", ch->label,
+					policy_kind_name(rm->kind), rm->id);
+		else if (!pmap_get(base->res, h, &k))
+			policy_errs_add(errs, "%s.removes: %s/%s does not exist", ch->label,
+					policy_kind_name(rm->kind), rm->id);
+	}
+	free(ks.slot);
+	free(ks.hash);
+	return policy_errs_count(errs) != errs_before ? -EINVAL : 0;
+}
+
+static void builder_abort(struct builder *b)
+{
+	pmap_edit_abort(b->res);
+	pmap_edit_abort(b->clients);
+	pmap_edit_abort(b->routes);
+	pmap_edit_abort(b->refs);
+	snap_free(b->next);
+}
+
+/* Seals the four edits into b->next. On failure everything is released. */
+static int builder_finish(struct builder *b, struct snapshot **ret)
+{
+	struct snapshot *n = b->next;
+
+	n->nodes_created = pmap_edit_nodes_allocated(b->res) +
+			   pmap_edit_nodes_allocated(b->clients) +
+			   pmap_edit_nodes_allocated(b->routes) + pmap_edit_nodes_allocated(b->refs);
+	n->res = pmap_edit_end(b->res);
+	n->clients = pmap_edit_end(b->clients);
+	n->routes = pmap_edit_end(b->routes);
+	n->refs = pmap_edit_end(b->refs);
+	if (!n->res || !n->clients || !n->routes || !n->refs) {
+		snap_free(n); /* pmap_edit_end freed the edits that failed */
+		return -ENOMEM;
+	}
+	if (n->settings) {
+		const struct policy_settings *st = &n->settings->u.settings;
+
+		for (size_t i = 0; i < st->n_access_lists && i < 2 * POLICY_MAX_REFS; i++) {
+			const struct policy_res *al =
+				snapshot_get_ref(n, POLICY_KIND_ACCESS_LIST, &st->access_lists[i]);
+
+			if (al)
+				n->global_lists[n->n_global_lists++] = al;
+		}
+	}
+	n->route_depth_max = 0;
+	for (unsigned d = ROUTE_DEPTH_MAX + 1; d-- > 0;) {
+		if (n->route_depth_count[d]) {
+			n->route_depth_max = d;
+			break;
+		}
+	}
+	*ret = n;
+	return 0;
+}
+
+static int build_next(const struct snapshot *base, uint64_t version, const struct changes *ch,
+		      struct policy_errs *errs, struct snapshot **ret)
+{
+	struct builder b = { .errs = errs };
+	unsigned errs_before = policy_errs_count(errs);
+	unsigned char *noop = NULL;
+	size_t total;
+	int r;
+
+	r = check_change_keys(base, ch, errs);
+	if (r < 0)
+		return r;
+
+	b.next = snap_alloc();
+	noop = calloc(ch->n_upserts ? ch->n_upserts : 1, 1);
+	if (!b.next || !noop) {
+		free(noop);
+		if (b.next)
+			snap_free(b.next);
+		return -ENOMEM;
+	}
+	memcpy(b.next->ruleset, base->ruleset, sizeof(base->ruleset));
+	b.next->version = version;
+	b.next->settings = base->settings;
+	memcpy(b.next->kind_count, base->kind_count, sizeof(base->kind_count));
+	memcpy(b.next->route_depth_count, base->route_depth_count,
+	       sizeof(base->route_depth_count));
+	if ((r = pmap_edit_begin(base->res, &b.res)) < 0 ||
+	    (r = pmap_edit_begin(base->clients, &b.clients)) < 0 ||
+	    (r = pmap_edit_begin(base->routes, &b.routes)) < 0 ||
+	    (r = pmap_edit_begin(base->refs, &b.refs)) < 0)
+		goto out_abort;
+
+	/* Everything leaving first, so that a key or route moving from one
+	 * resource to another within the same change is not a duplicate. */
+	for (size_t i = 0; i < ch->n_removes; i++) {
+		const struct policy_key *rm = &ch->removes[i];
+		struct res_key k = { rm->kind, rm->id, strlen(rm->id) };
+		uint64_t h = policy_key_hash(rm->kind, rm->id, k.id_len);
+		const struct policy_res *old = pmap_get(base->res, h, &k);
+
+		if ((r = unindex(&b, old)) < 0 || (r = pmap_edit_del(b.res, h, &k)) < 0)
+			goto out_abort;
+	}
+	for (size_t i = 0; i < ch->n_upserts; i++) {
+		const struct policy_res *u = ch->upserts[i];
+		const struct policy_res *old = edit_get_res(b.res, u->kind, u->id, u->id_len,
+							    u->key_hash);
+
+		if (old && policy_res_equal(old, u)) {
+			noop[i] = 1;
+			continue;
+		}
+		if (old && (r = unindex(&b, old)) < 0)
+			goto out_abort;
+	}
+	for (size_t i = 0; i < ch->n_upserts; i++) {
+		struct policy_res *u = ch->upserts[i];
+		struct res_key k = { u->kind, u->id, u->id_len };
+
+		if (noop[i])
+			continue;
+		if ((r = reindex(&b, u)) < 0 || (r = pmap_edit_put(b.res, u->key_hash, &k, u)) < 0)
+			goto out_abort;
+	}
+
+	/* Validate the whole new ruleset: references out of what entered, and
+	 * references into what left (a remove of something still named). */
+	for (size_t i = 0; i < ch->n_upserts; i++)
+		if (!noop[i])
+			check_out_refs(&b, ch->upserts[i]);
+	for (size_t i = 0; i < ch->n_removes; i++) {
+		const struct policy_key *rm = &ch->removes[i];
+		int n = refs_of(&b, rm->kind, rm->id);
+
+		if (n > 0)
+			policy_errs_add(errs, "%s/%s: still referenced by %d resource%s",
+					policy_kind_name(rm->kind), rm->id, n, n == 1 ? "" : "s");
+	}
+	total = pmap_edit_count(b.res);
+	if (total > POLICY_MAX_RESOURCES) {
+		policy_errs_add(errs, "%s: %zu resources exceed the cap of %u (POLICY_MAX_RESOURCES)",
+				ch->label, total, POLICY_MAX_RESOURCES);
+		b.cap_hit = true;
+	}
+	if (b.next->kind_count[POLICY_KIND_ROUTE] > POLICY_MAX_ROUTES) {
+		policy_errs_add(errs, "%s: %zu routes exceed the cap of %u (POLICY_MAX_ROUTES)",
+				ch->label, b.next->kind_count[POLICY_KIND_ROUTE], POLICY_MAX_ROUTES);
+		b.cap_hit = true;
+	}
+	if (policy_errs_count(errs) != errs_before) {
+		r = b.cap_hit ? -E2BIG : -EINVAL;
+		goto out_abort;
+	}
+	free(noop);
+	return builder_finish(&b, ret);
+
+out_abort:
+	free(noop);
+	builder_abort(&b);
+	return r;
+}
+
+int snapshot_build(const char *ruleset, uint64_t version, struct policy_res *const *res,
+		   size_t n, struct policy_errs *errs, struct snapshot **ret)
+{
+	struct policy_errs local;
+	struct changes ch = { .label = "snapshot", .upserts = res, .n_upserts = n };
+	struct snapshot *empty;
+	int r;
+
+	if (!errs) {
+		errs = &local;
+		policy_errs_init(errs);
+	}
+	r = snapshot_new_empty(ruleset, &empty);
+	if (r < 0)
+		return r;
+	r = build_next(empty, version, &ch, errs, ret);
+	snapshot_unref(empty);
+	return r;
+}
+
+int snapshot_apply(const struct snapshot *base, const struct policy_delta *d,
+		   struct policy_errs *errs, struct snapshot **ret)
+{
+	struct policy_errs local;
+	struct changes ch = {
+		.label = "delta",
+		.upserts = d->upserts, .n_upserts = d->n_upserts,
+		.removes = d->removes, .n_removes = d->n_removes,
+	};
+
+	unsigned errs_before;
+
+	if (!errs) {
+		errs = &local;
+		policy_errs_init(errs);
+	}
+	errs_before = policy_errs_count(errs);
+	if (strcmp(d->ruleset, base->ruleset) != 0)
+		policy_errs_add(errs, "delta.ruleset: '%s' does not match the node's ruleset '%s'",
+				d->ruleset, base->ruleset);
+	if (d->from_version != base->version)
+		policy_errs_add(errs, "delta.from_version: %llu does not match the node's version %llu",
+				(unsigned long long)d->from_version,
+				(unsigned long long)base->version);
+	if (policy_errs_count(errs) != errs_before)
+		return -ESTALE;
+	if (d->to_version <= d->from_version) {
+		policy_errs_add(errs, "delta.to_version: %llu must be greater than from_version %llu",
+				(unsigned long long)d->to_version,
+				(unsigned long long)d->from_version);
+		return -EINVAL;
+	}
+	return build_next(base, d->to_version, &ch, errs, ret);
+}
+
+size_t snapshot_nodes_created(const struct snapshot *s)
+{
+	return s->nodes_created;
+}
+
+/* ---- comparing ---- */
+
+static int res_cmp(const void *pa, const void *pb)
+{
+	const struct policy_res *a = *(const struct policy_res *const *)pa;
+	const struct policy_res *b = *(const struct policy_res *const *)pb;
+
+	if (a->kind != b->kind)
+		return a->kind < b->kind ? -1 : 1;
+	return strcmp(a->id, b->id);
+}
+
+/* A growable array of borrowed resource pointers; owned by the function
+ * that fills it, freed before it returns. */
+struct res_list {
+	struct policy_res **v;
+	size_t n, cap;
+};
+
+static int res_list_add(struct res_list *l, struct policy_res *r)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		struct policy_res **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = r;
+	return 0;
+}
+
+/* pmap_diff accumulator for snapshot_diff; on its stack. */
+struct diff_acc {
+	struct res_list up, rm;
+};
+
+static int diff_cb(void *arg, void *va, void *vb)
+{
+	struct diff_acc *acc = arg;
+
+	if (!vb)
+		return res_list_add(&acc->rm, va);
+	if (!va || !policy_res_equal(va, vb))
+		return res_list_add(&acc->up, vb);
+	return 0;
+}
+
+int snapshot_diff(const struct snapshot *a, const struct snapshot *b, struct policy_delta **ret)
+{
+	struct diff_acc acc = { 0 };
+	struct policy_delta *d = NULL;
+	int r;
+
+	if (strcmp(a->ruleset, b->ruleset) != 0)
+		return -EINVAL;
+	r = pmap_diff(a->res, b->res, diff_cb, &acc);
+	if (r < 0)
+		goto out;
+	if (acc.up.n > 1)
+		qsort(acc.up.v, acc.up.n, sizeof(acc.up.v[0]), res_cmp);
+	if (acc.rm.n > 1)
+		qsort(acc.rm.v, acc.rm.n, sizeof(acc.rm.v[0]), res_cmp);
+	r = policy_delta_new(a->ruleset, a->version, b->version, &d);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < acc.up.n && r == 0; i++)
+		r = policy_delta_add_upsert(d, acc.up.v[i]);
+	for (size_t i = 0; i < acc.rm.n && r == 0; i++)
+		r = policy_delta_add_remove(d, acc.rm.v[i]->kind, acc.rm.v[i]->id);
+	if (r < 0) {
+		policy_delta_free(d);
+		goto out;
+	}
+	*ret = d;
+out:
+	free(acc.up.v);
+	free(acc.rm.v);
+	return r;
+}
+
+static int differs_cb(void *arg, void *va, void *vb)
+{
+	(void)arg;
+	return !va || !vb || !policy_res_equal(va, vb);
+}
+
+bool snapshot_equal(const struct snapshot *a, const struct snapshot *b)
+{
+	if (strcmp(a->ruleset, b->ruleset) != 0)
+		return false;
+	if (a->res == b->res)
+		return true;
+	if (pmap_count(a->res) != pmap_count(b->res))
+		return false;
+	return pmap_diff(a->res, b->res, differs_cb, NULL) == 0;
+}
+
+/* ---- reading ---- */
+
+const char *snapshot_ruleset(const struct snapshot *s)
+{
+	return s->ruleset;
+}
+
+uint64_t snapshot_version(const struct snapshot *s)
+{
+	return s->version;
+}
+
+size_t snapshot_count(const struct snapshot *s, enum policy_kind kind)
+{
+	if (kind == 0)
+		return pmap_count(s->res);
+	if (kind < POLICY_KIND_MIN || kind > POLICY_KIND_MAX)
+		return 0;
+	return s->kind_count[kind];
+}
+
+const struct policy_res *snapshot_get(const struct snapshot *s, enum policy_kind kind,
+				      const char *id)
+{
+	struct res_key k = { kind, id, strlen(id) };
+
+	return pmap_get(s->res, policy_key_hash(kind, id, k.id_len), &k);
+}
+
+const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_kind kind,
+					  const struct policy_ref *ref)
+{
+	struct res_key k;
+
+	if (!ref->id)
+		return NULL;
+	k = (struct res_key){ kind, ref->id, strlen(ref->id) };
+	return pmap_get(s->res, ref->key_hash, &k);
+}
+
+static int collect_cb(void *arg, void *val)
+{
+	return res_list_add(arg, val);
+}
+
+int snapshot_foreach(const struct snapshot *s,
+		     int (*cb)(void *arg, const struct policy_res *r), void *arg)
+{
+	struct res_list all = { 0 };
+	int r;
+
+	r = pmap_foreach(s->res, collect_cb, &all);
+	if (r == 0) {
+		if (all.n > 1)
+			qsort(all.v, all.n, sizeof(all.v[0]), res_cmp);
+		for (size_t i = 0; i < all.n && r == 0; i++)
+			r = cb(arg, all.v[i]);
+	}
+	free(all.v);
+	return r;
+}
+
+const struct policy_settings *snapshot_settings(const struct snapshot *s)
+{
+	return s->settings ? &s->settings->u.settings : &default_settings;
+}
+
+const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
+					      size_t len)
+{
+	struct bytes_key k = { key, len };
+	const struct client_ent *e = pmap_get(s->clients, policy_client_key_hash(key, len), &k);
+
+	return e ? e->res : NULL;
+}
+
+/* The longest route of one host for the path, trying prefixes at segment
+ * boundaries from `end` (the end of the deepest useful prefix) up to "/". */
+static const struct policy_res *match_host(const struct snapshot *s, const char *host,
+					   size_t host_len, const char *path, size_t end)
+{
+	uint64_t seed = host_seed(host, host_len);
+	struct route_key k = { host, host_len, NULL, 0 };
+
+	for (;;) {
+		const struct policy_res *r;
+
+		k.prefix = end ? path : "/";
+		k.prefix_len = end ? end : 1;
+		r = pmap_get(s->routes, route_hash(seed, k.prefix, k.prefix_len), &k);
+		if (r)
+			return r;
+		if (end <= 1)
+			return NULL;
+		do
+			end--;
+		while (end > 0 && path[end] != '/');
+	}
+}
+
+const struct policy_res *snapshot_match_route(const struct snapshot *s, const char *host,
+					      size_t host_len, const char *path,
+					      size_t path_len)
+{
+	const char *q = path_len ? memchr(path, '?', path_len) : NULL;
+	const struct policy_res *r;
+	unsigned seen = 0;
+	size_t end;
+
+	if (s->kind_count[POLICY_KIND_ROUTE] == 0)
+		return NULL;
+	if (q)
+		path_len = (size_t)(q - path);
+	while (path_len > 1 && path[path_len - 1] == '/')
+		path_len--;
+	if (path_len == 0 || path[0] != '/') {
+		path = "/";
+		path_len = 1;
+	}
+	/* No route is deeper than route_depth_max segments: start there. */
+	end = path_len;
+	for (size_t i = 0; i < path_len; i++) {
+		if (path[i] != '/')
+			continue;
+		if (seen == s->route_depth_max) {
+			end = i;
+			break;
+		}
+		seen++;
+	}
+	if (host_len) {
+		r = match_host(s, host, host_len, path, end);
+		if (r)
+			return r;
+	}
+	return match_host(s, "", 0, path, end);
+}
+
+static bool table_has(const struct cidr_table *t, const struct cidr_addr *addr)
+{
+	return cidr_table_lookup(t, addr, NULL) >= 0;
+}
+
+enum snapshot_access snapshot_check_access(const struct snapshot *s,
+					   const struct policy_res *route,
+					   const struct cidr_addr *addr,
+					   const struct policy_res **list)
+{
+	const struct policy_res *lists[4 * POLICY_MAX_REFS];
+	size_t n = s->n_global_lists;
+
+	memcpy(lists, s->global_lists, n * sizeof(lists[0]));
+	if (route && route->kind == POLICY_KIND_ROUTE) {
+		const struct policy_route *rt = &route->u.route;
+
+		for (size_t i = 0; i < rt->n_access_lists && i < 2 * POLICY_MAX_REFS; i++) {
+			const struct policy_res *al =
+				snapshot_get_ref(s, POLICY_KIND_ACCESS_LIST, &rt->access_lists[i]);
+			if (al)
+				lists[n++] = al;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct policy_access_list *al = &lists[i]->u.access_list;
+
+		if (al->deny_table && table_has(al->deny_table, addr)) {
+			if (list)
+				*list = lists[i];
+			return SNAPSHOT_ACCESS_DENY;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct policy_access_list *al = &lists[i]->u.access_list;
+
+		if (al->allow_table && !table_has(al->allow_table, addr)) {
+			if (list)
+				*list = lists[i];
+			return SNAPSHOT_ACCESS_NOT_ALLOWED;
+		}
+	}
+	if (list)
+		*list = NULL;
+	return SNAPSHOT_ACCESS_ALLOW;
+}
+
+/* ---- publication ---- */
+
+/* Threads that called snapshot_thread_online(); call_rcu() and the barrier
+ * need a registered caller, so unregistered writers register briefly. */
+static __thread unsigned rcu_online;
+
+void snapshot_thread_online(void)
+{
+	if (rcu_online++ == 0)
+		urcu_memb_register_thread();
+}
+
+void snapshot_thread_offline(void)
+{
+	if (rcu_online && --rcu_online == 0)
+		urcu_memb_unregister_thread();
+}
+
+void snapshot_read_lock(void)
+{
+	urcu_memb_read_lock();
+}
+
+void snapshot_read_unlock(void)
+{
+	TSAN_RELEASE();
+	urcu_memb_read_unlock();
+}
+
+const struct snapshot *snapshot_cell_get(const struct snapshot_cell *c)
+{
+	return __atomic_load_n(&c->cur, __ATOMIC_ACQUIRE);
+}
+
+int snapshot_cell_new(struct snapshot *initial, struct snapshot_cell **ret)
+{
+	struct snapshot_cell *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->cur = initial;
+	*ret = c;
+	return 0;
+}
+
+void snapshot_cell_free(struct snapshot_cell *c)
+{
+	if (!c)
+		return;
+	urcu_memb_synchronize_rcu();
+	TSAN_ACQUIRE();
+	snapshot_unref(c->cur);
+	free(c);
+}
+
+static void release_cb(struct rcu_head *head)
+{
+	struct snapshot *s = caa_container_of(head, struct snapshot, rcu);
+
+	TSAN_ACQUIRE();
+	__atomic_store_n(&s->rcu_queued, 0, __ATOMIC_RELEASE);
+	snapshot_unref(s);
+}
+
+/* Holder for a snapshot whose own rcu head is already queued (the same
+ * snapshot released by two cells within one grace period). Owned by the
+ * call_rcu queue; freed by its callback. */
+struct release_holder {
+	struct rcu_head rcu;
+	struct snapshot *s;
+};
+
+static void release_holder_cb(struct rcu_head *head)
+{
+	struct release_holder *h = caa_container_of(head, struct release_holder, rcu);
+
+	TSAN_ACQUIRE();
+	snapshot_unref(h->s);
+	free(h);
+}
+
+void snapshot_cell_publish(struct snapshot_cell *c, struct snapshot *next)
+{
+	struct snapshot *old = __atomic_exchange_n(&c->cur, next, __ATOMIC_ACQ_REL);
+	struct release_holder *h;
+	bool tmp_online = rcu_online == 0;
+
+	if (!old)
+		return;
+	if (old == next) {
+		/* The cell keeps one of the two references it now has. */
+		snapshot_unref(old);
+		return;
+	}
+	if (tmp_online)
+		urcu_memb_register_thread();
+	if (!__atomic_exchange_n(&old->rcu_queued, 1, __ATOMIC_ACQ_REL)) {
+		TSAN_RELEASE(); /* everything done to old so far precedes its free */
+		urcu_memb_call_rcu(&old->rcu, release_cb);
+	} else if ((h = malloc(sizeof(*h)))) {
+		h->s = old;
+		TSAN_RELEASE();
+		urcu_memb_call_rcu(&h->rcu, release_holder_cb);
+	} else {
+		/* Out of memory on the rare double release: wait instead (the
+		 * writer is never inside a read section). */
+		urcu_memb_synchronize_rcu();
+		TSAN_ACQUIRE();
+		snapshot_unref(old);
+	}
+	if (tmp_online)
+		urcu_memb_unregister_thread();
+}
+
+void snapshot_barrier(void)
+{
+	bool tmp_online = rcu_online == 0;
+
+	if (tmp_online)
+		urcu_memb_register_thread();
+	urcu_memb_barrier();
+	if (tmp_online)
+		urcu_memb_unregister_thread();
+}

@@ -54,6 +54,15 @@ int snapshot_diff(const struct snapshot *a, const struct snapshot *b, struct pol
  * not compared. */
 bool snapshot_equal(const struct snapshot *a, const struct snapshot *b);
 
+/* Map nodes allocated (copied or new, across all of the snapshot's maps)
+ * when this snapshot was built: O(k log n) for a delta of k resources.
+ * For tests and benchmarks. */
+size_t snapshot_nodes_created(const struct snapshot *s);
+
+/* Snapshots currently allocated in this process (all rulesets): a debug
+ * counter for tests that check released snapshots are freed. */
+size_t snapshot_live_count(void);
+
 struct snapshot *snapshot_ref(const struct snapshot *s);
 void snapshot_unref(struct snapshot *s); /* accepts NULL */
 

@@ -1,2 +1,331 @@
-/* decision_test.c - placeholder while the module is written. */
+/* decision_test.c - the per-request decision: order of checks, which limits
+ * apply, buckets per client or per source, shadow and disabled, pacing. */
 #include <criterion/criterion.h>
+#include <string.h>
+
+#include "decision.h"
+#include "fixture.h"
+
+#define S 1000000000ull
+
+static struct limiter *lim;
+
+static void setup(void)
+{
+	snapshot_thread_online();
+	cr_assert_eq(limiter_new(&(struct limiter_config){ 0 }, &lim), 0);
+}
+
+static void teardown(void)
+{
+	limiter_free(lim);
+	snapshot_thread_offline();
+}
+
+TestSuite(decision, .init = setup, .fini = teardown);
+
+/* A ruleset from resource JSON strings (NULL-terminated). */
+static struct snapshot *build(const char *const *json)
+{
+	struct policy_res *res[32];
+	struct policy_errs errs;
+	struct snapshot *s;
+	size_t n = 0;
+
+	for (; json[n]; n++)
+		res[n] = fixture_res("%s", json[n]);
+	policy_errs_init(&errs);
+	int r = snapshot_build("t", 1, res, n, &errs, &s);
+	cr_assert_eq(r, 0, "build: %s", errs.n ? errs.msg[0] : strerror(-r));
+	for (size_t i = 0; i < n; i++)
+		policy_res_unref(res[i]);
+	return s;
+}
+
+#define BASE_RESOURCES                                                                        \
+	"{\"settings\": {\"id\": \"global\", \"defaultRateLimit\": \"anon\","                 \
+	" \"accessLists\": [\"block\"]}}",                                                    \
+	"{\"accessList\": {\"id\": \"block\", \"deny\": [\"192.0.2.0/24\", \"2001:db8::/32\"]}}", \
+	"{\"accessList\": {\"id\": \"office\", \"allow\": [\"10.0.0.0/8\"]}}",               \
+	"{\"rateLimit\": {\"id\": \"anon\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"2\","  \
+	" \"unit\": \"SECOND\"}}",                                                            \
+	"{\"rateLimit\": {\"id\": \"gold\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"5\","  \
+	" \"unit\": \"SECOND\"}}",                                                            \
+	"{\"rateLimit\": {\"id\": \"posts\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"1\"," \
+	" \"unit\": \"MINUTE\", \"selector\": {\"method\": \"POST\"}}}",                      \
+	"{\"rateLimit\": {\"id\": \"watch\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"1\"," \
+	" \"unit\": \"MINUTE\", \"action\": \"SHADOW\"}}",                                    \
+	"{\"rateLimit\": {\"id\": \"kernel\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"1\"," \
+	" \"unit\": \"HOUR\", \"enforce\": \"KERNEL\"}}",                                     \
+	"{\"rateLimit\": {\"id\": \"paced\", \"algorithm\": \"LEAKY_BUCKET\", \"rate\": \"1\"," \
+	" \"unit\": \"SECOND\", \"burst\": \"3\"}}",                                          \
+	"{\"client\": {\"id\": \"acme\", \"keys\": [\"k-acme\"], \"rateLimit\": \"gold\"}}", \
+	"{\"client\": {\"id\": \"free\", \"rateLimit\": \"gold\", \"disabled\": true}}",      \
+	"{\"client\": {\"id\": \"plain\"}}",                                                  \
+	"{\"client\": {\"id\": \"slow\", \"rateLimit\": \"paced\"}}",                         \
+	"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",            \
+	"{\"route\": {\"id\": \"api\", \"pathPrefix\": \"/api\", \"upstream\": \"up\","       \
+	" \"methods\": [\"GET\", \"POST\"], \"rateLimits\": [\"posts\", \"watch\", \"kernel\"]}}", \
+	"{\"route\": {\"id\": \"admin\", \"host\": \"admin.example.com\", \"pathPrefix\": \"/\"," \
+	" \"upstream\": \"up\", \"accessLists\": [\"office\"]}}"
+
+static struct snapshot *base(void)
+{
+	static const char *const json[] = { BASE_RESOURCES, NULL };
+
+	return build(json);
+}
+
+static struct decision_request request(const char *host, const char *method, const char *path,
+				       const char *client, const char *source)
+{
+	struct decision_request r = {
+		.host = host, .host_len = strlen(host),
+		.path = path, .path_len = strlen(path),
+		.method = method, .method_len = strlen(method),
+		.client_key = client, .client_key_len = client ? strlen(client) : 0,
+	};
+
+	cr_assert_eq(cidr_addr_parse(source, &r.source), 0);
+	return r;
+}
+
+/* Runs `n` identical requests at time t and returns how many were allowed. */
+static unsigned allowed_of(const struct snapshot *s, const struct decision_request *r,
+			   unsigned n, uint64_t t)
+{
+	unsigned ok = 0;
+	struct decision d;
+
+	for (unsigned i = 0; i < n; i++) {
+		decision_eval(s, lim, r, t, &d);
+		ok += d.verdict == DECISION_ALLOW;
+	}
+	return ok;
+}
+
+Test(decision, http_status_per_verdict)
+{
+	cr_expect_eq(decision_http_status(DECISION_ALLOW), 200);
+	cr_expect_eq(decision_http_status(DECISION_DENY), 403);
+	cr_expect_eq(decision_http_status(DECISION_NO_ROUTE), 404);
+	cr_expect_eq(decision_http_status(DECISION_METHOD_NOT_ALLOWED), 405);
+	cr_expect_eq(decision_http_status(DECISION_RATE_LIMITED), 429);
+}
+
+Test(decision, global_deny_list_refuses_before_routing)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/nowhere", "k-acme", "192.0.2.9");
+
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_DENY);
+	cr_assert_str_eq(d.access_list->id, "block");
+	r = request("x", "GET", "/api", NULL, "2001:db8::1");
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_DENY);
+	snapshot_unref(s);
+}
+
+Test(decision, route_allow_list_must_match)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("admin.example.com", "GET", "/x", NULL, "8.8.8.8");
+
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_DENY);
+	cr_assert_str_eq(d.access_list->id, "office");
+	r = request("admin.example.com", "GET", "/x", NULL, "10.2.3.4");
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	cr_assert_str_eq(d.route->id, "admin");
+	snapshot_unref(s);
+}
+
+Test(decision, unrouted_is_404_and_wrong_method_405)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/apix", NULL, "10.0.0.1");
+
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_NO_ROUTE);
+	cr_assert_null(d.route);
+	r = request("x", "DELETE", "/api/a", NULL, "10.0.0.1");
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_METHOD_NOT_ALLOWED);
+	cr_assert_str_eq(d.route->id, "api");
+	snapshot_unref(s);
+}
+
+Test(decision, client_limit_admits_burst_then_429_with_retry_after)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+
+	cr_assert_eq(allowed_of(s, &r, 5, S), 5);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_RATE_LIMITED);
+	cr_assert_str_eq(d.client->id, "acme");
+	cr_assert_str_eq(d.limit->id, "gold");
+	cr_assert_gt(d.limit_result.retry_after_ns, 0);
+	cr_assert_leq(d.limit_result.retry_after_ns, S / 5);
+	/* One refill interval later, exactly one more request passes. */
+	cr_assert_eq(allowed_of(s, &r, 2, S + S / 5), 1);
+	snapshot_unref(s);
+}
+
+Test(decision, identified_client_shares_its_bucket_across_sources)
+{
+	struct snapshot *s = base();
+	struct decision_request a = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+	struct decision_request b = request("x", "GET", "/api/a", "k-acme", "10.0.0.2");
+
+	cr_assert_eq(allowed_of(s, &a, 3, S), 3);
+	cr_assert_eq(allowed_of(s, &b, 5, S), 2);
+	snapshot_unref(s);
+}
+
+Test(decision, unknown_client_gets_default_limit_per_source)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request a = request("x", "GET", "/api/a", "nobody", "10.0.0.1");
+	struct decision_request b = request("x", "GET", "/api/a", NULL, "10.0.0.2");
+
+	cr_assert_eq(allowed_of(s, &a, 4, S), 2);
+	decision_eval(s, lim, &a, S, &d);
+	cr_assert_null(d.client);
+	cr_assert_str_eq(d.limit->id, "anon");
+	cr_assert_eq(allowed_of(s, &b, 4, S), 2, "another source has its own bucket");
+	snapshot_unref(s);
+}
+
+Test(decision, client_without_limit_gets_default)
+{
+	struct snapshot *s = base();
+	struct decision_request r = request("x", "GET", "/api/a", "plain", "10.0.0.1");
+
+	cr_assert_eq(allowed_of(s, &r, 4, S), 2);
+	snapshot_unref(s);
+}
+
+Test(decision, disabled_client_is_not_limited)
+{
+	struct snapshot *s = base();
+	struct decision_request r = request("x", "GET", "/api/a", "free", "10.0.0.1");
+
+	cr_assert_eq(allowed_of(s, &r, 50, S), 50);
+	snapshot_unref(s);
+}
+
+Test(decision, selector_limits_only_matching_requests)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request post = request("x", "POST", "/api/a", "k-acme", "10.0.0.1");
+
+	/* posts: 1/min for POST only; GETs are not counted against it. */
+	decision_eval(s, lim, &post, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	decision_eval(s, lim, &post, S, &d);
+	cr_assert_eq(d.verdict, DECISION_RATE_LIMITED);
+	cr_assert_str_eq(d.limit->id, "posts");
+	struct decision_request get = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+	decision_eval(s, lim, &get, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	snapshot_unref(s);
+}
+
+Test(decision, shadow_limit_counts_but_allows)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+
+	/* watch: 1/min SHADOW on the route; the first request fits. */
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.shadow_rejects, 0);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	cr_assert_eq(d.shadow_rejects, 1);
+	snapshot_unref(s);
+}
+
+Test(decision, kernel_only_limit_is_left_to_the_kernel)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+
+	/* kernel: 1/hour, KERNEL-enforced; the proxy checks gold, posts
+	 * (no match) and watch: two limits, not three. */
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	cr_assert_eq(d.limits_checked, 2);
+	snapshot_unref(s);
+}
+
+Test(decision, leaky_bucket_paces_instead_of_bursting)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/api/a", "slow", "10.0.0.1");
+
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	cr_assert_eq(d.delay_ns, 0);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_ALLOW);
+	cr_assert_eq(d.delay_ns, S, "second request waits one interval, got %lu",
+		     (unsigned long)d.delay_ns);
+	snapshot_unref(s);
+}
+
+Test(decision, global_switch_off_allows_everything)
+{
+	static const char *const json[] = {
+		"{\"settings\": {\"id\": \"global\", \"disabled\": true, \"accessLists\": [\"all\"]}}",
+		"{\"accessList\": {\"id\": \"all\", \"deny\": [\"0.0.0.0/0\"]}}",
+		"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",
+		"{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}",
+		NULL,
+	};
+	struct snapshot *s = build(json);
+	struct decision_request r = request("x", "GET", "/a", NULL, "10.0.0.1");
+
+	cr_assert_eq(allowed_of(s, &r, 100, S), 100);
+	snapshot_unref(s);
+}
+
+Test(decision, bucket_state_survives_a_policy_change)
+{
+	static const char *const v1[] = {
+		"{\"rateLimit\": {\"id\": \"l\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"3\","
+		" \"unit\": \"MINUTE\"}}",
+		"{\"client\": {\"id\": \"c\", \"rateLimit\": \"l\"}}",
+		"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",
+		"{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}",
+		NULL,
+	};
+	static const char *const v2[] = {
+		"{\"rateLimit\": {\"id\": \"l\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"4\","
+		" \"unit\": \"MINUTE\"}}",
+		"{\"client\": {\"id\": \"c\", \"rateLimit\": \"l\"}}",
+		"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",
+		"{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}",
+		NULL,
+	};
+	struct snapshot *a = build(v1), *b = build(v2);
+	struct decision_request r = request("x", "GET", "/a", "c", "10.0.0.1");
+
+	cr_assert_eq(allowed_of(a, &r, 3, S), 3);
+	/* A new snapshot with a bigger limit: the spent bucket is still spent,
+	 * not a fresh burst of 4. */
+	cr_assert_leq(allowed_of(b, &r, 4, S), 1);
+	snapshot_unref(a);
+	snapshot_unref(b);
+}

@@ -1,0 +1,62 @@
+/* fixture.c - proto3 JSON to validated resources for tests and benchmarks. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pbjson.h"
+#include "policy_wire.h"
+
+static int res_from_json(struct policy_errs *errs, struct policy_res **ret, const char *fmt,
+			 va_list ap)
+{
+	char err[PBJSON_ERR_LEN];
+	ProtobufCMessage *msg;
+	char *json;
+	int r;
+
+	if (vasprintf(&json, fmt, ap) < 0)
+		return -ENOMEM;
+	r = pbjson_decode(&sluice__v1__resource__descriptor, json, strlen(json), err, &msg);
+	free(json);
+	if (r < 0) {
+		policy_errs_add(errs, "%s", err);
+		return r;
+	}
+	r = policy_res_from_pb((Sluice__V1__Resource *)msg, errs, ret);
+	protobuf_c_message_free_unpacked(msg, NULL);
+	return r;
+}
+
+struct policy_res *fixture_res(const char *fmt, ...)
+{
+	struct policy_errs errs;
+	struct policy_res *r;
+	va_list ap;
+	int err;
+
+	policy_errs_init(&errs);
+	va_start(ap, fmt);
+	err = res_from_json(&errs, &r, fmt, ap);
+	va_end(ap);
+	if (err < 0) {
+		fprintf(stderr, "fixture_res: %s: %s\n", strerror(-err),
+			errs.n ? errs.msg[0] : "(no detail)");
+		abort();
+	}
+	return r;
+}
+
+int fixture_res_try(struct policy_errs *errs, struct policy_res **ret, const char *fmt, ...)
+{
+	va_list ap;
+	int err;
+
+	va_start(ap, fmt);
+	err = res_from_json(errs, ret, fmt, ap);
+	va_end(ap);
+	return err;
+}

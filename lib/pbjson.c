@@ -39,7 +39,9 @@
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,6 +58,30 @@
 #define PBJSON_PATH_LEN 512
 /* How much of an offending JSON token an error message quotes. */
 #define PBJSON_GOT_LEN 40
+
+/* strtod and "%g" follow LC_NUMERIC; JSON always wants '.', so both entry
+ * points switch this thread to the C numeric locale for the call. The locale
+ * object is made once and lives for the process. */
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+
+static void c_numeric_init(void)
+{
+	c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+}
+
+/* Returns the locale to restore, or (locale_t)0 if none could be set. */
+static locale_t numeric_c_begin(void)
+{
+	pthread_once(&c_numeric_once, c_numeric_init);
+	return c_numeric ? uselocale(c_numeric) : (locale_t)0;
+}
+
+static void numeric_c_end(locale_t saved)
+{
+	if (saved)
+		uselocale(saved);
+}
 
 /* ---- pass 2: token scan over text json-c has already accepted ---------- */
 
@@ -1237,8 +1263,8 @@ out_free:
 	return r;
 }
 
-int pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
-		  char err[PBJSON_ERR_LEN], ProtobufCMessage **ret)
+static int decode_text(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+		       char *err, ProtobufCMessage **ret)
 {
 	struct json_tokener *tok = NULL;
 	struct json_object *root = NULL;
@@ -1313,6 +1339,16 @@ out_free:
 	free(s.toks);
 	json_object_put(root);
 	json_tokener_free(tok);
+	return r;
+}
+
+int pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+		  char err[PBJSON_ERR_LEN], ProtobufCMessage **ret)
+{
+	locale_t saved = numeric_c_begin();
+	int r = decode_text(desc, json, len, err, ret);
+
+	numeric_c_end(saved);
 	return r;
 }
 
@@ -1813,13 +1849,16 @@ char *pbjson_encode(const ProtobufCMessage *msg, unsigned flags)
 		.pretty = flags & PBJSON_PRETTY,
 		.proto_names = flags & PBJSON_PROTO_NAMES,
 	};
+	locale_t saved;
 	int r;
 
 	if (!msg || (flags & ~(unsigned)(PBJSON_PRETTY | PBJSON_PROTO_NAMES))) {
 		errno = EINVAL;
 		return NULL;
 	}
+	saved = numeric_c_begin();
 	r = encode_message(&o, msg, 0);
+	numeric_c_end(saved);
 	if (r == 0 && o.pretty)
 		out_char(&o, '\n');
 	if (r == 0 && o.oom)

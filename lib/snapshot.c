@@ -77,12 +77,13 @@ struct snapshot_cell {
 };
 
 /* One client key in the index. Immutable; owned by the client-map nodes
- * that hold it, lives until the last of them is freed. */
+ * that hold it, lives until the last of them is freed. The key bytes are
+ * inline: a lookup compares them without touching the (colder) resource. */
 struct client_ent {
 	uint32_t refcnt; /* atomic */
 	uint32_t key_len;
-	const char *key;       /* inside res */
 	struct policy_res *res; /* one reference */
+	char key[];
 };
 
 /* How many resources reference (kind, id). Immutable (shared by snapshots):
@@ -558,12 +559,12 @@ static int reindex(struct builder *b, struct policy_res *res)
 						kname, res->id, i, c->keys[i], kname, old->res->id);
 				continue;
 			}
-			e = malloc(sizeof(*e));
+			e = malloc(sizeof(*e) + k.len);
 			if (!e)
 				return -ENOMEM;
 			e->refcnt = 0;
 			e->key_len = (uint32_t)k.len;
-			e->key = c->keys[i];
+			memcpy(e->key, k.p, k.len);
 			e->res = policy_res_ref(res);
 			r = pmap_edit_put(b->clients, c->key_hashes[i], &k, e);
 			if (r < 0) {

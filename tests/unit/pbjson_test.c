@@ -8,6 +8,7 @@
 #include <criterion/parameterized.h>
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1169,6 +1170,18 @@ Test(pbjson_args, bad_arguments)
 	errno = 0;
 	cr_assert_null(pbjson_encode(&l.base, 0));
 	cr_assert_eq(errno, EILSEQ);
+}
+
+Test(pbjson_args, leaves_the_thread_locale_as_it_found_it)
+{
+	locale_t before = uselocale((locale_t)0);
+	AllTypes *m = (AllTypes *)decode_ok(&all_types_descriptor, "{\"fDouble\":1.5}");
+	char *s = encode_ok(&m->base, 0);
+
+	cr_assert_str_eq(s, "{\"fDouble\":1.5}");
+	cr_assert_eq(uselocale((locale_t)0), before);
+	free(s);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 /* ---- randomized round trip --------------------------------------------- */

@@ -57,15 +57,10 @@ static uint64_t percentile(uint64_t *v, size_t n, double p)
 	return v[(size_t)(p * (double)(n - 1))];
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
+/* Reproducible inputs across runs. */
 static uint64_t rng(void)
 {
-	/* xorshift64*: reproducible inputs across runs. */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
+	return fixture_rand();
 }
 
 /* ---- the ruleset: 100,000 clients, 1,000 routes ---- */

@@ -59,8 +59,8 @@ int decision_http_status(enum decision_verdict v);
 /* Evaluates one request at now_ns. Order: Settings.disabled (everything
  * allowed); global and route access lists; route (404); route methods
  * (405); client by the client-id header value; rate limits: the client's
- * limit (or Settings.default_rate_limit for an unknown client) then the
- * route's, each only when its selector matches and it is enforced by the
+ * limit (or Settings.default_rate_limit for an unknown client or one
+ * that names no limit) then the route's, each only when its selector matches and it is enforced by the
  * proxy. Buckets are per (limit, client), or per (limit, source address)
  * for unidentified clients. A disabled client skips rate limiting. The
  * first REJECT limit over its rate ends the evaluation with 429; SHADOW

@@ -1104,24 +1104,29 @@ static int decode_single(struct dec *d, ProtobufCMessage *msg, const ProtobufCMe
 	return 0;
 }
 
-/* proto3 JSON name: drop each '_' and upper-case the letter after it. */
-static bool key_is_json_name(const char *key, const char *name)
+/* proto3 JSON names drop each '_' and upper-case the letter after it.
+ * Returns the next character of the JSON name of *name, or 0 at its end. */
+static char json_name_next(const char **name)
 {
 	bool up = false;
+	char c;
 
-	for (; *name; name++) {
-		char c = *name;
+	while (**name == '_') {
+		up = true;
+		(*name)++;
+	}
+	c = **name;
+	if (!c)
+		return 0;
+	(*name)++;
+	return up && c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+}
 
-		if (c == '_') {
-			up = true;
-			continue;
-		}
-		if (up && c >= 'a' && c <= 'z')
-			c = (char)(c - 'a' + 'A');
-		up = false;
+static bool key_is_json_name(const char *key, const char *name)
+{
+	for (char c; (c = json_name_next(&name));)
 		if (*key++ != c)
 			return false;
-	}
 	return *key == '\0';
 }
 
@@ -1550,20 +1555,8 @@ static void out_key(struct out *o, const char *name)
 	if (o->proto_names) {
 		out_escaped(o, name, strlen(name));
 	} else {
-		bool up = false;
-
-		for (; *name; name++) {
-			char c = *name;
-
-			if (c == '_') {
-				up = true;
-				continue;
-			}
-			if (up && c >= 'a' && c <= 'z')
-				c = (char)(c - 'a' + 'A');
-			up = false;
+		for (char c; (c = json_name_next(&name));)
 			out_escaped(o, &c, 1);
-		}
 	}
 	out_mem(o, o->pretty ? "\": " : "\":", o->pretty ? 3 : 2);
 }

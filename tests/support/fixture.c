@@ -60,3 +60,19 @@ int fixture_res_try(struct policy_errs *errs, struct policy_res **ret, const cha
 	va_end(ap);
 	return err;
 }
+
+static uint64_t rand_state = 0x9e3779b97f4a7c15ull;
+
+void fixture_seed(uint64_t seed)
+{
+	/* xorshift has a fixed point at 0 */
+	rand_state = seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+uint64_t fixture_rand(void)
+{
+	rand_state ^= rand_state >> 12;
+	rand_state ^= rand_state << 25;
+	rand_state ^= rand_state >> 27;
+	return rand_state * 0x2545f4914f6cdd1dull;
+}

@@ -8,6 +8,8 @@
 #ifndef SLUICE_FIXTURE_H
 #define SLUICE_FIXTURE_H
 
+#include <stdint.h>
+
 #include "policy.h"
 
 /* A new reference to a validated resource from printf-formatted JSON. */
@@ -17,5 +19,10 @@ struct policy_res *fixture_res(const char *fmt, ...) __attribute__((format(print
  * pbjson message) / -EINVAL (validation; errs filled). */
 int fixture_res_try(struct policy_errs *errs, struct policy_res **ret, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* The tests' one pseudo-random generator (xorshift64*): a fixed seed gives
+ * the same cases on every run and machine. Not for anything but tests. */
+void fixture_seed(uint64_t seed);
+uint64_t fixture_rand(void);
 
 #endif

@@ -6,6 +6,8 @@
  * (fixed seed, so a failure reproduces).
  */
 #include <criterion/criterion.h>
+
+#include "fixture.h"
 #include <criterion/parameterized.h>
 
 #include <arpa/inet.h>
@@ -601,15 +603,9 @@ Test(cidr_table, unknown_family_matches_nothing)
 
 /* ---- table: random sets against a brute-force reference ----------------- */
 
-static uint64_t rng_state;
-
 static uint64_t rnd(void)
 {
-	/* xorshift64*: fixed seed, reproducible, no libc state. */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1DULL;
+	return fixture_rand();
 }
 
 static u128 rnd128(void)
@@ -758,26 +754,26 @@ static void check_random_family(unsigned bits, size_t rounds, size_t max_prefixe
 
 Test(cidr_table, matches_reference_on_random_ipv4_sets)
 {
-	rng_state = 0x5eed0004u;
+	fixture_seed(0x5eed0004u);
 	check_random_family(32, 3000, 64, 200);
 }
 
 Test(cidr_table, matches_reference_on_random_ipv6_sets)
 {
-	rng_state = 0x5eed0006u;
+	fixture_seed(0x5eed0006u);
 	check_random_family(128, 3000, 64, 200);
 }
 
 Test(cidr_table, matches_reference_on_large_random_sets)
 {
-	rng_state = 0x5eed1000u;
+	fixture_seed(0x5eed1000u);
 	check_random_family(32, 3, 10000, 3000);
 	check_random_family(128, 3, 10000, 3000);
 }
 
 Test(cidr_table, mixed_families_keep_separate_answers)
 {
-	rng_state = 0x5eed0046u;
+	fixture_seed(0x5eed0046u);
 	for (int round = 0; round < 500; round++) {
 		struct ref_prefix r4[32], r6[32];
 		struct cidr p[64];
@@ -809,7 +805,7 @@ Test(cidr_table, mixed_families_keep_separate_answers)
 
 Test(cidr_format, round_trips_random_prefixes)
 {
-	rng_state = 0x5eedf00du;
+	fixture_seed(0x5eedf00du);
 	for (int i = 0; i < 20000; i++) {
 		unsigned bits = rnd() % 2 ? 32 : 128;
 		unsigned len = (unsigned)(rnd() % (bits + 1));

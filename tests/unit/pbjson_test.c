@@ -5,6 +5,8 @@
  * the sluice schema has no float, bytes, sint or proto2 fields.
  */
 #include <criterion/criterion.h>
+
+#include "fixture.h"
 #include <criterion/parameterized.h>
 
 #include <errno.h>
@@ -1186,15 +1188,9 @@ Test(pbjson_args, leaves_the_thread_locale_as_it_found_it)
 
 /* ---- randomized round trip --------------------------------------------- */
 
-/* xorshift64*: a fixed seed gives the same messages on every run. */
-static uint64_t rng_state;
-
 static uint64_t rnd(void)
 {
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1DULL;
+	return fixture_rand();
 }
 
 static unsigned rnd_below(unsigned n)
@@ -1387,7 +1383,7 @@ static unsigned rnd_flags(void)
 
 Test(pbjson_property, random_rulesets_round_trip)
 {
-	rng_state = 0x5eed5eed12345678ULL;
+	fixture_seed(0x5eed5eed12345678ULL);
 	for (int i = 0; i < 3000; i++) {
 		Sluice__V1__Ruleset *rs = rnd_ruleset();
 
@@ -1510,7 +1506,7 @@ static AllTypes *rnd_all_types(int depth)
 
 Test(pbjson_property, random_all_types_round_trip)
 {
-	rng_state = 0xa11c0ffee0ddf00dULL;
+	fixture_seed(0xa11c0ffee0ddf00dULL);
 	for (int i = 0; i < 2000; i++) {
 		AllTypes *m = rnd_all_types(0);
 

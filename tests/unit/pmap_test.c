@@ -5,6 +5,8 @@
  * chosen per test to force collisions and deep chains.
  */
 #include <criterion/criterion.h>
+
+#include "fixture.h"
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <stdint.h>
@@ -62,11 +64,9 @@ static uint64_t mix64(uint64_t x)
 }
 
 /* Deterministic PRNG so every run sees the same operations. */
-static uint64_t rng_state;
 static uint64_t rnd(void)
 {
-	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-	return rng_state >> 17;
+	return fixture_rand() >> 17;
 }
 
 enum hash_kind { H_MIXED, H_CONSTANT, H_TOP_BITS, H_LOW_BITS };
@@ -173,7 +173,7 @@ ParameterizedTest(struct random_ops_case *c, pmap, random_ops_match_reference_mo
 	cr_log_info("case: %s", c->name);
 	pool_init(c->hk, c->nkeys);
 	memset(model, 0, sizeof(model));
-	rng_state = 42;
+	fixture_seed(42);
 	for (size_t i = 0; i < c->nops; i++) {
 		uint64_t k = rnd() % c->nkeys;
 
@@ -225,7 +225,7 @@ Test(pmap, old_versions_are_unchanged_by_later_edits)
 	struct pmap *empty = pmap_new(&ops), *m = empty;
 
 	pool_init(H_MIXED, NK);
-	rng_state = 7;
+	fixture_seed(7);
 	for (int v = 0; v < NVER; v++) {
 		struct pmap_edit *e;
 
@@ -309,7 +309,7 @@ ParameterizedTest(struct diff_case *c, pmap, diff_reports_exactly_the_differing_
 
 	cr_log_info("case: %s", c->name);
 	pool_init(c->hk, c->nkeys);
-	rng_state = 99;
+	fixture_seed(99);
 	for (int round = 0; round < 20; round++) {
 		struct pmap *a, *b;
 
@@ -480,7 +480,7 @@ Test(pmap, references_balance_after_all_versions_are_freed)
 	struct pmap *empty = pmap_new(&ops), *m = empty;
 
 	pool_init(H_LOW_BITS, NK);
-	rng_state = 3;
+	fixture_seed(3);
 	for (int v = 0; v < 50; v++) {
 		struct pmap_edit *e;
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixture.h"
 #include "policy.h"
 #include "policy_wire.h"
 #include "snapshot.h"
@@ -54,11 +55,9 @@ static void fail(const char *fmt, ...)
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 }
 
-static uint64_t rng_state = 0x5eed;
 static unsigned rnd(unsigned n)
 {
-	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-	return (unsigned)((rng_state >> 33) % n);
+	return (unsigned)(fixture_rand() % n);
 }
 
 /* ---- resources ---- */

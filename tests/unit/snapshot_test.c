@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixture.h"
 #include "policy.h"
 #include "policy_wire.h"
 #include "snapshot.h"
@@ -1098,11 +1099,9 @@ Test(snapshot, diff_lists_sorted_upserts_and_removes)
 
 /* ---- the randomized property: apply(a, diff(a, b)) == b ---- */
 
-static uint64_t rng;
 static uint32_t rnd(void)
 {
-	rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-	return (uint32_t)(rng >> 33);
+	return (uint32_t)(fixture_rand() >> 32);
 }
 
 /* Slots of the random universe: 36 resources at most. */
@@ -1352,7 +1351,7 @@ Test(snapshot, apply_of_diff_reproduces_target_for_random_pairs, .timeout = 300)
 	size_t live = snapshot_live_count();
 	unsigned derived = 0, nonempty = 0;
 
-	rng = 20240611;
+	fixture_seed(20240611);
 	for (int it = 0; it < PAIRS; it++) {
 		struct world wa, wb;
 		uint64_t va = 1 + rnd() % 1000, vb = va + 1 + rnd() % 50;

@@ -53,10 +53,14 @@ static bool method_allowed(const struct policy_route *rt, const struct decision_
 	return false;
 }
 
-static bool selector_matches(const struct policy_selector *sel, const struct policy_res *client,
+static bool selector_matches(const struct policy_selector *sel,
+			     const struct snapshot_client *client,
 			     const struct decision_request *req)
 {
-	if (sel->client.id && (!client || strcmp(client->id, sel->client.id) != 0))
+	/* The hash settles almost every mismatch without reading the client
+	 * resource; the id compare makes it exact. */
+	if (sel->client.id && (!client || client->key_hash != sel->client.key_hash ||
+			       strcmp(client->res->id, sel->client.id) != 0))
 		return false;
 	if (sel->has_source && !cidr_contains(&sel->source, &req->source))
 		return false;
@@ -105,7 +109,7 @@ static bool run_limit(const struct policy_res *rl_res, struct limiter *lim, uint
 
 /* Returns true when the limit exists, applies to this request, and refuses it. */
 static bool check_ref(const struct snapshot *s, const struct policy_ref *ref,
-		      const struct policy_res *client, const struct decision_request *req,
+		      const struct snapshot_client *client, const struct decision_request *req,
 		      struct limiter *lim, uint64_t subject, uint64_t now_ns, struct decision *out)
 {
 	const struct policy_res *rl_res;
@@ -125,7 +129,7 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 {
 	const struct policy_settings *settings = snapshot_settings(s);
 	const struct policy_route *rt;
-	const struct policy_res *client = NULL;
+	const struct snapshot_client *client = NULL;
 	const struct policy_ref *own;
 	uint64_t subject;
 
@@ -152,11 +156,13 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 	}
 
 	if (req->client_key)
-		client = snapshot_find_client(s, req->client_key, req->client_key_len);
-	out->client = client;
-	if (client && client->u.client.disabled) {
-		out->verdict = DECISION_ALLOW;
-		return;
+		client = snapshot_lookup_client(s, req->client_key, req->client_key_len);
+	if (client) {
+		out->client = client->res;
+		if (client->disabled) {
+			out->verdict = DECISION_ALLOW;
+			return;
+		}
 	}
 
 	/* Identified clients share one bucket per limit wherever they come
@@ -167,8 +173,7 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 
 	/* A client without a limit of its own gets the default, like an
 	 * unknown one. */
-	own = client && client->u.client.rate_limit.id ? &client->u.client.rate_limit
-						       : &settings->default_rate_limit;
+	own = client && client->rate_limit.id ? &client->rate_limit : &settings->default_rate_limit;
 	out->verdict = DECISION_RATE_LIMITED;
 	if (check_ref(s, own, client, req, lim, subject, now_ns, out))
 		return;

@@ -82,8 +82,8 @@ struct snapshot_cell {
 struct client_ent {
 	uint32_t refcnt; /* atomic */
 	uint32_t key_len;
-	struct policy_res *res; /* one reference */
-	char key[];
+	struct snapshot_client c; /* c.res holds one reference */
+	char key[];      /* key bytes, NUL, then c.rate_limit.id and its NUL */
 };
 
 /* How many resources reference (kind, id). Immutable (shared by snapshots):
@@ -183,7 +183,7 @@ static void client_unref(void *v)
 	struct client_ent *c = v;
 
 	if (__atomic_sub_fetch(&c->refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
-		policy_res_unref(c->res);
+		policy_res_unref((struct policy_res *)c->c.res);
 		free(c);
 	}
 }
@@ -501,7 +501,7 @@ static int unindex(struct builder *b, const struct policy_res *old)
 			struct bytes_key k = { c->keys[i], strlen(c->keys[i]) };
 			const struct client_ent *e = pmap_edit_get(b->clients, c->key_hashes[i], &k);
 
-			if (!e || e->res != old)
+			if (!e || e->c.res != old)
 				continue;
 			r = pmap_edit_del(b->clients, c->key_hashes[i], &k);
 			if (r < 0)
@@ -556,16 +556,26 @@ static int reindex(struct builder *b, struct policy_res *res)
 
 			if (old) {
 				policy_errs_add(b->errs, "%s/%s.keys[%zu]: key '%s' is already used by %s/%s",
-						kname, res->id, i, c->keys[i], kname, old->res->id);
+						kname, res->id, i, c->keys[i], kname, old->c.res->id);
 				continue;
 			}
-			e = malloc(sizeof(*e) + k.len);
+			size_t rl_len = c->rate_limit.id ? strlen(c->rate_limit.id) + 1 : 0;
+
+			e = malloc(sizeof(*e) + k.len + 1 + rl_len);
 			if (!e)
 				return -ENOMEM;
 			e->refcnt = 0;
 			e->key_len = (uint32_t)k.len;
 			memcpy(e->key, k.p, k.len);
-			e->res = policy_res_ref(res);
+			e->key[k.len] = '\0';
+			e->c.key_hash = res->key_hash;
+			e->c.disabled = c->disabled;
+			e->c.rate_limit = c->rate_limit;
+			if (rl_len) {
+				memcpy(e->key + k.len + 1, c->rate_limit.id, rl_len);
+				e->c.rate_limit.id = e->key + k.len + 1;
+			}
+			e->c.res = policy_res_ref(res);
 			r = pmap_edit_put(b->clients, c->key_hashes[i], &k, e);
 			if (r < 0) {
 				policy_res_unref(res);
@@ -1091,13 +1101,21 @@ const struct policy_settings *snapshot_settings(const struct snapshot *s)
 	return s->settings ? &s->settings->u.settings : &default_settings;
 }
 
-const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
-					      size_t len)
+const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s, const char *key,
+						    size_t len)
 {
 	struct bytes_key k = { key, len };
 	const struct client_ent *e = pmap_get(s->clients, policy_client_key_hash(key, len), &k);
 
-	return e ? e->res : NULL;
+	return e ? &e->c : NULL;
+}
+
+const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
+					      size_t len)
+{
+	const struct snapshot_client *c = snapshot_lookup_client(s, key, len);
+
+	return c ? c->res : NULL;
 }
 
 /* The longest route of one host for the path, trying prefixes at segment

@@ -91,6 +91,20 @@ const struct policy_settings *snapshot_settings(const struct snapshot *s);
 const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
 					      size_t len);
 
+/* What the request path needs of a client, kept in the client index next
+ * to the key: a decision reads it without touching the (colder) resource.
+ * Borrowed from the snapshot; rate_limit.id points into this entry. */
+struct snapshot_client {
+	const struct policy_res *res;
+	uint64_t key_hash;             /* res->key_hash */
+	struct policy_ref rate_limit;  /* id NULL when the client names none */
+	bool disabled;
+};
+
+/* Same lookup as snapshot_find_client(); NULL when no client has the key. */
+const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s,
+						    const char *key, size_t len);
+
 /* Route for a request: routes of exactly `host` first, then routes with an
  * empty host; among them the longest path_prefix that matches `path`
  * segment-wise ("/api" matches "/api" and "/api/x", not "/apix"). `path`

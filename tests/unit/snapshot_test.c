@@ -316,6 +316,36 @@ static struct snapshot *apply_ok(const struct snapshot *base, const struct polic
 
 /* ---- construction and accessors ---- */
 
+Test(snapshot, lookup_client_carries_what_the_request_path_needs)
+{
+	struct snapshot *base = base_snapshot(), *s;
+	struct policy_delta *d = delta(5, 6);
+	const struct snapshot_client *c;
+	const struct policy_res *acme = snapshot_get(base, POLICY_KIND_CLIENT, "acme");
+
+	c = snapshot_lookup_client(base, "k2", 2);
+	cr_assert_not_null(c);
+	cr_assert_eq(c->res, acme);
+	cr_assert_eq(c->key_hash, acme->key_hash);
+	cr_assert_str_eq(c->rate_limit.id, "gold");
+	cr_assert_eq(c->rate_limit.key_hash, acme->u.client.rate_limit.key_hash);
+	cr_assert_not(c->disabled);
+	cr_assert_null(snapshot_lookup_client(base, "k", 1));
+	cr_assert_null(snapshot_lookup_client(base, "acme", 4), "keys given: the id is no key");
+
+	/* A changed client is seen through its entry in the next snapshot,
+	 * the old snapshot's entry is unchanged. */
+	d_up(d, mk_client_full("acme", STRV("k1", "k2"), NULL, 0, true));
+	s = apply_ok(base, d);
+	c = snapshot_lookup_client(s, "k1", 2);
+	cr_assert(c->disabled);
+	cr_assert_null(c->rate_limit.id);
+	cr_assert_str_eq(snapshot_lookup_client(base, "k1", 2)->rate_limit.id, "gold");
+	policy_delta_free(d);
+	snapshot_unref(s);
+	snapshot_unref(base);
+}
+
 Test(snapshot, new_empty_has_version_zero_and_default_settings)
 {
 	struct snapshot *s = NULL;

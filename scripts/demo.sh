@@ -37,7 +37,7 @@ step "30 requests from client acme at once (gold: 100/s, burst 20)" \
 	"sluice-policy check $ex/policy-v1.json --client acme-key-1 --path /api/users --count 30"
 $tool check $ex/policy-v1.json --client acme-key-1 --path /api/users --count 30
 
-step "The same client after v2 (silver lowered for initech, acme gained a key)" \
+step "Client initech after v2, which lowered its limit (silver) to 3/s" \
 	"sluice-policy check $ex/policy-v2.json --client initech --path /api/users --count 6"
 $tool check $ex/policy-v2.json --client initech --path /api/users --count 6
 

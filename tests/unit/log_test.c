@@ -5,6 +5,7 @@
  * still be well-formed; the thread test checks that no line interleaves.
  */
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <criterion/parameterized.h>
 
 #include <errno.h>
@@ -238,12 +239,22 @@ Test(log, escapes_the_message)
 	capture_end(&c);
 }
 
+/* What a caller with its own variadic wrapper does. */
+static void __attribute__((format(printf, 2, 3))) wrapper(const char *msg, const char *fields, ...)
+{
+	va_list ap;
+
+	va_start(ap, fields);
+	log_vwrite(LOG_LEVEL_INFO, msg, fields, ap);
+	va_end(ap);
+}
+
 Test(log, vwrite_takes_a_va_list)
 {
 	struct capture c = capture_start();
 	char *out;
 
-	log_write(LOG_LEVEL_INFO, "m", "a=%d b=%s c=%.2f", 1, "two", 3.0);
+	wrapper("m", "a=%d b=%s c=%.2f", 1, "two", 3.0);
 	out = drain(&c, NULL);
 	cr_assert(matches("^" TS_RE " level=info msg=\"m\" a=1 b=two c=3.00\n$", out), "got: %s", out);
 	free(out);

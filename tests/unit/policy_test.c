@@ -1260,6 +1260,7 @@ ParameterizedTestParameters(policy_names, ruleset_name_valid)
 ParameterizedTest(struct valid_case *c, policy_names, ruleset_name_valid)
 {
 	cr_expect_eq(policy_ruleset_name_valid(c->s), c->ok, "'%s'", c->s);
+	cr_expect_eq(policy_ruleset_name_problem(c->s) == NULL, c->ok, "'%s'", c->s);
 }
 
 Test(policy_names, null_is_not_valid)

@@ -1577,3 +1577,67 @@ Test(snapshot, readers_see_whole_snapshots_while_a_writer_publishes)
 	snapshot_unref(cur);
 	cr_assert_eq(snapshot_live_count(), live);
 }
+
+/* ---- whole rulesets on the wire (policy_wire.h) ---- */
+
+Test(snapshot, ruleset_wire_round_trip_is_equal_and_sorted)
+{
+	struct snapshot *base = base_snapshot(), *back = NULL;
+	struct policy_errs e;
+	Sluice__V1__Ruleset *m = policy_ruleset_to_pb(base);
+
+	cr_assert_not_null(m);
+	cr_assert_str_eq(m->name, RS);
+	cr_assert_eq(m->version, 5);
+	cr_assert_eq(m->n_resources, snapshot_count(base, 0));
+	/* sorted by (kind, id): clients acme, beta first */
+	cr_assert_eq(m->resources[0]->kind_case, SLUICE__V1__RESOURCE__KIND_CLIENT);
+	cr_assert_str_eq(m->resources[0]->client->id, "acme");
+	cr_assert_str_eq(m->resources[1]->client->id, "beta");
+	policy_errs_init(&e);
+	cr_assert_eq(policy_ruleset_from_pb(m, &e, &back), 0);
+	cr_assert(snapshot_equal(base, back));
+	cr_assert_eq(snapshot_version(back), 5);
+	policy_ruleset_pb_free(m);
+	snapshot_unref(back);
+	snapshot_unref(base);
+}
+
+static bool errs_start_with(const struct policy_errs *e, const char *prefix)
+{
+	for (unsigned i = 0; i < e->n; i++)
+		if (strncmp(e->msg[i], prefix, strlen(prefix)) == 0)
+			return true;
+	return false;
+}
+
+Test(snapshot, ruleset_wire_refusals_name_the_problem)
+{
+	Sluice__V1__Ruleset m = SLUICE__V1__RULESET__INIT;
+	Sluice__V1__Resource r = SLUICE__V1__RESOURCE__INIT, *rv[1] = { &r };
+	Sluice__V1__Client c = SLUICE__V1__CLIENT__INIT;
+	struct snapshot *s = NULL;
+	struct policy_errs e;
+
+	policy_errs_init(&e);
+	m.name = "Bad Name";
+	cr_assert_eq(policy_ruleset_from_pb(&m, &e, &s), -EINVAL);
+	cr_assert(errs_start_with(&e, "ruleset.name: 'Bad Name'"), "got: %s", e.msg[0]);
+
+	m.name = RS;
+	m.n_resources = 1;
+	m.resources = rv;
+	r.kind_case = SLUICE__V1__RESOURCE__KIND_CLIENT;
+	r.client = &c;
+	c.id = "acme";
+	c.rate_limit = "missing";
+	policy_errs_init(&e);
+	cr_assert_eq(policy_ruleset_from_pb(&m, &e, &s), -EINVAL);
+	cr_assert(errs_have(&e, "client/acme.rate_limit: rate_limit/missing does not exist"),
+		  "got: %s", e.msg[0]);
+	c.id = "bad id";
+	policy_errs_init(&e);
+	cr_assert_eq(policy_ruleset_from_pb(&m, &e, &s), -EINVAL);
+	cr_assert(errs_start_with(&e, "client/bad id.id: "), "got: %s", e.msg[0]);
+	cr_assert_null(s);
+}

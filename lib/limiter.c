@@ -1,17 +1,18 @@
 /* limiter.c - three exact rate-limit algorithms on one 64-bit word per bucket,
- * and a lock-free table of buckets (liburcu cds_lfht, memb flavour).
+ * and a flat open-addressing table of 16-byte (key, word) slots.
  * Invariants: a word changes only by a CAS from the value the decision was
- * made on, so N threads admit what one would; 0 is a full bucket; STATE_DEAD
- * is final, so a key never has two live nodes; all arithmetic is integer. */
+ * made on (in the table: a 16-byte CAS of key and word together), so N
+ * threads admit what one would; 0 is a full bucket; a key occupies at most
+ * one slot, within PROBE_MAX of its home; a slot never becomes EMPTY again. */
 #include "limiter.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#include <urcu/urcu-memb.h>
-#include <urcu/rculfhash.h>
 #include <xxhash.h>
 
 __extension__ typedef unsigned __int128 u128;
@@ -56,12 +57,16 @@ __extension__ typedef unsigned __int128 u128;
 #define WIN_AHEAD (1ull << (WIN_BITS - 1))
 #define COUNT_BITS 20
 #define COUNT_MASK ((1ull << COUNT_BITS) - 1)
-/* Never a live word: a sliding word with counts above 2^20 - 1 > 1e6. */
+/* Never live words (sliding words with counts above 2^20 - 2 > 1e6):
+ * STATE_DEAD is what a take sees when its slot no longer holds its key (or
+ * may not be written by it, see word_cas): look the key up again.
+ * STATE_FROZEN is stored while an insert lock holder publishes a slot's
+ * sliding-window unit; only that holder writes a frozen slot. */
 #define STATE_DEAD UINT64_MAX
+#define STATE_FROZEN (UINT64_MAX - 1)
 
 #define DEFAULT_MAX_BUCKETS ((size_t)1 << 20)
 #define DEFAULT_IDLE_TTL_NS (600ull * 1000000000ull)
-#define TABLE_INIT_SIZE (1ul << 10)
 
 _Static_assert(POLICY_MAX_SLIDING_RATE < COUNT_MASK, "sliding counts must fit 20 bits");
 _Static_assert(LIMITER_NOW_MAX_NS + LIMITER_DEPTH_MAX_NS < (1ull << (63 - FRAC_SHIFT)),
@@ -109,6 +114,84 @@ static uint64_t mul_div_ceil(uint64_t a, uint64_t b, uint64_t c)
 	if (!__builtin_mul_overflow(a, b, &prod))
 		return div_ceil(prod, c);
 	return (uint64_t)(((u128)a * b + c - 1) / c);
+}
+
+/* ---- where a word lives ---- */
+
+/* A table slot: a bucket key and its word, only ever written together by
+ * one 16-byte CAS (lock cmpxchg16b; -march=x86-64-v2 has it), read as two
+ * 8-byte loads that the CAS then validates. Owned by struct limiter's slot
+ * array; lives until limiter_free(). */
+union limiter_slot {
+	u128 pair; /* key in the low half, state in the high half (little-endian) */
+	struct {
+		uint64_t key;    /* SLOT_EMPTY, SLOT_TOMBSTONE or a stored key */
+		uint64_t state;  /* the bucket word; 0 in a free slot */
+	};
+};
+_Static_assert(sizeof(union limiter_slot) == 16 && _Alignof(union limiter_slot) == 16,
+	       "a slot is one cmpxchg16b operand");
+#ifndef __GCC_HAVE_SYNC_COMPARE_AND_SWAP_16
+#error "the bucket table needs an inline 16-byte CAS: build with -march=x86-64-v2 or -mcx16"
+#endif
+
+static u128 slot_pair(uint64_t key, uint64_t state)
+{
+	return (u128)state << 64 | key;
+}
+
+/* Where one take finds its word: a bare bucket, or a slot that must still
+ * hold `key`. Lives on the stack for one call. */
+struct word_ref {
+	uint64_t *bare;            /* non-NULL: a struct limiter_bucket's word */
+	union limiter_slot *slot;  /* else this slot ... */
+	uint64_t key;              /* ... while it holds this stored key */
+	const uint64_t *unit_ns;   /* non-NULL: write only while *unit_ns == unit_ns_want */
+	uint64_t unit_ns_want;
+};
+
+static uint64_t word_load(const struct word_ref *w)
+{
+	uint64_t s, key;
+
+	if (w->bare)
+		return __atomic_load_n(w->bare, __ATOMIC_RELAXED);
+	/* A torn pair is fine: a decision to write is validated by the CAS,
+	 * and a refusal read here was the key's word when it was loaded
+	 * unless the slot changed owners twice since, which needs a sweep of
+	 * a bucket inserted during this call. Acquire: word_cas reads the
+	 * unit after the word (see sweep_slot). */
+	s = __atomic_load_n(&w->slot->state, __ATOMIC_ACQUIRE);
+	key = __atomic_load_n(&w->slot->key, __ATOMIC_RELAXED);
+	return key == w->key && s != STATE_FROZEN ? s : STATE_DEAD;
+}
+
+/* Replaces *s by desired if the word still is *s, like
+ * __atomic_compare_exchange_n; on failure *s is the word now, or
+ * STATE_DEAD when the slot lost the key, is frozen, or carries another
+ * sliding-window unit than this take's (only an insert lock holder may
+ * change the unit, see rekey_locked). */
+static bool word_cas(const struct word_ref *w, uint64_t *s, uint64_t desired)
+{
+	u128 want, seen;
+
+	/* Relaxed is enough for a bare word: it is the whole state and
+	 * publishes nothing else; the CAS alone makes decisions
+	 * linearizable. */
+	if (w->bare)
+		return __atomic_compare_exchange_n(w->bare, s, desired, true, __ATOMIC_RELAXED,
+						   __ATOMIC_RELAXED);
+	if (w->unit_ns && __atomic_load_n(w->unit_ns, __ATOMIC_ACQUIRE) != w->unit_ns_want) {
+		*s = STATE_DEAD;
+		return false;
+	}
+	want = slot_pair(w->key, *s);
+	seen = __sync_val_compare_and_swap(&w->slot->pair, want, slot_pair(w->key, desired));
+	if (seen == want)
+		return true;
+	*s = (uint64_t)seen == w->key && (uint64_t)(seen >> 64) != STATE_FROZEN ?
+		     (uint64_t)(seen >> 64) : STATE_DEAD;
+	return false;
 }
 
 /* ---- GCRA (token and leaky bucket) ---- */
@@ -190,9 +273,9 @@ static uint64_t tat_from_sliding(uint64_t s, const struct limiter_params *p, con
 	return g->now_u + debt;
 }
 
-/* One GCRA step on *word. Returns false (and leaves *out alone) when the
+/* One GCRA step on the word. Returns false (and leaves *out alone) when the
  * word is STATE_DEAD. */
-static bool gcra_take(uint64_t *word, const struct limiter_params *p, uint64_t now_ns,
+static bool gcra_take(const struct word_ref *w, const struct limiter_params *p, uint64_t now_ns,
 		      struct limiter_result *out)
 {
 	struct gcra g;
@@ -200,7 +283,7 @@ static bool gcra_take(uint64_t *word, const struct limiter_params *p, uint64_t n
 	bool allowed;
 
 	gcra_setup(p, now_ns, &g);
-	s = __atomic_load_n(word, __ATOMIC_RELAXED);
+	s = word_load(w);
 	for (;;) {
 		if (s == STATE_DEAD)
 			return false;
@@ -215,10 +298,7 @@ static bool gcra_take(uint64_t *word, const struct limiter_params *p, uint64_t n
 			after = base;
 			break;
 		}
-		/* Relaxed is enough: the word is the whole state and publishes
-		 * nothing else; the CAS alone makes decisions linearizable. */
-		if (__atomic_compare_exchange_n(word, &s, tat_encode(next, g.units_per_ns), true,
-						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		if (word_cas(w, &s, tat_encode(next, g.units_per_ns))) {
 			after = next;
 			break;
 		}
@@ -314,7 +394,7 @@ static uint64_t sliding_from_gcra(uint64_t s, uint64_t rate, uint64_t unit_ns, u
 	return used < rate ? used : rate;
 }
 
-static bool sliding_take(uint64_t *word, const struct limiter_params *p, uint64_t now_ns,
+static bool sliding_take(const struct word_ref *w, const struct limiter_params *p, uint64_t now_ns,
 			 struct limiter_result *out)
 {
 	uint64_t rate = sliding_rate(p);
@@ -323,7 +403,7 @@ static bool sliding_take(uint64_t *word, const struct limiter_params *p, uint64_
 	u128 limit_scaled = (u128)rate * unit_ns;
 	bool allowed;
 
-	s = __atomic_load_n(word, __ATOMIC_RELAXED);
+	s = word_load(w);
 	for (;;) {
 		if (s == STATE_DEAD)
 			return false;
@@ -335,9 +415,7 @@ static bool sliding_take(uint64_t *word, const struct limiter_params *p, uint64_
 		allowed = (u128)prev * (unit_ns - elapsed) + (u128)(cur + 1) * unit_ns <= limit_scaled;
 		if (!allowed)
 			break;
-		/* Relaxed: see gcra_take. */
-		if (__atomic_compare_exchange_n(word, &s, sliding_encode(win, prev, cur + 1), true,
-						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		if (word_cas(w, &s, sliding_encode(win, prev, cur + 1))) {
 			cur++;
 			break;
 		}
@@ -369,181 +447,354 @@ static bool sliding_take(uint64_t *word, const struct limiter_params *p, uint64_
 	return true;
 }
 
-static bool bucket_take(uint64_t *word, const struct limiter_params *p, uint64_t now_ns,
-			struct limiter_result *out)
+static bool bucket_take(const struct word_ref *w, const struct limiter_params *p,
+			uint64_t now_ns, struct limiter_result *out)
 {
 	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
-		return sliding_take(word, p, now_ns, out);
-	return gcra_take(word, p, now_ns, out);
+		return sliding_take(w, p, now_ns, out);
+	return gcra_take(w, p, now_ns, out);
+}
+
+/* A take on a word nobody else sees: never STATE_DEAD. */
+static void word_take_local(uint64_t *word, const struct limiter_params *p, uint64_t now_ns,
+			    struct limiter_result *out)
+{
+	const struct word_ref w = { .bare = word };
+	bool live = bucket_take(&w, p, now_ns, out);
+
+	assert(live); /* only table slots report STATE_DEAD */
+	(void)live;
 }
 
 void limiter_bucket_take(struct limiter_bucket *b, const struct limiter_params *p,
 			 uint64_t now_ns, struct limiter_result *out)
 {
-	bool live = bucket_take(&b->state, p, now_ns, out);
-
-	assert(live); /* only table nodes are ever marked dead */
-	(void)live;
+	word_take_local(&b->state, p, now_ns, out);
 }
 
 /* ---- the table ---- */
 
-/* One bucket in the table, a cache line of its own so that hot keys do not
- * share lines. Owned by the table; lives until a sweep marks it dead and an
- * RCU grace period has passed, or until limiter_free(). */
-struct limiter_node {
-	struct cds_lfht_node lfht;
-	uint64_t key;
-	uint64_t state;           /* the bucket word; atomic */
-	uint64_t unit_ns;         /* last sliding-window unit seen, for sweeps; relaxed */
-	struct limiter_node *free_next; /* limiter_free's list */
-	struct rcu_head rcu;
+/*
+ * Slots live in one array allocated up front for max_buckets: a ring of
+ * `capacity` slots (a power of two, at least twice max_buckets, so probe
+ * runs stay short) plus two slots past it for the raw keys 0 and 1, which
+ * as stored keys would read as EMPTY and TOMBSTONE; there they are stored
+ * as 2 and 3. Any other key is stored as itself and lives within
+ * PROBE_MAX slots of its home (key & (capacity - 1)), wrapping.
+ *
+ * Lookups scan from home and stop at an EMPTY slot: an insert takes the
+ * first free slot of the run and slots never turn EMPTY again, so every
+ * slot between a key's home and its slot is non-EMPTY. A sweep turns a
+ * slot into a TOMBSTONE, reused by a later insert of any key whose run
+ * covers it.
+ *
+ * Existing buckets never lock. The first request of a bucket takes one of
+ * INSERT_LOCKS mutexes, chosen by the key, so that two threads never add
+ * the same key twice: with slots turning free concurrently (sweeps) two
+ * unlocked inserters could pick different slots and both admit.
+ *
+ * The sliding window's idle test needs the window length the word was
+ * written with, which does not fit in the slot: it lives in a parallel
+ * array, unit_ns[i], read by sweeps and by sliding-window takes about to
+ * write. It is written only under the key's insert lock while the slot is
+ * frozen (STATE_FROZEN), and is published together with a changed word;
+ * a sliding take whose unit differs writes through rekey_locked. So a
+ * sweep that reads the word, then the unit, either judges the word by its
+ * own unit or fails its CAS (unless that very word recurs after a unit
+ * change within the sweep's few loads: the word would have to count the
+ * same requests in the same window number under both units).
+ */
+#define SLOT_EMPTY 0ull
+#define SLOT_TOMBSTONE 1ull
+#define PROBE_MAX LIMITER_PROBE_MAX
+#define INSERT_LOCK_BITS 8
+#define INSERT_LOCKS (1u << INSERT_LOCK_BITS)
+
+/* A mutex on a cache line of its own. Owned by struct limiter; lives until
+ * limiter_free(). */
+struct insert_lock {
+	pthread_mutex_t mutex;
 } __attribute__((aligned(64)));
 
 /* Owned by the creator (limiter_new/limiter_free); lives until
  * limiter_free(). */
 struct limiter {
-	struct cds_lfht *ht;
+	union limiter_slot *slots;  /* capacity + 2 slots, mmap()ed */
+	uint64_t *unit_ns;          /* capacity + 2: sliding unit per slot, see above */
+	size_t capacity;            /* of the ring; a power of two */
+	size_t probe_len;           /* min(PROBE_MAX, capacity) */
+	size_t map_bytes;           /* of the one mapping holding both arrays */
 	size_t max_buckets;
 	uint64_t idle_ttl_ns;
 	/* Written on insert and sweep only, so kept off the line every check
-	 * reads. Counts live nodes plus inserts in flight. */
+	 * reads. Counts live buckets plus inserts in flight. */
 	size_t count __attribute__((aligned(64)));
-	uint64_t swept_total;     /* nodes handed to call_rcu; atomic */
+	struct insert_lock locks[INSERT_LOCKS];
 };
 
-static int node_match(struct cds_lfht_node *ht_node, const void *key)
-{
-	const struct limiter_node *n = caa_container_of(ht_node, struct limiter_node, lfht);
+/* The slots `key` may live in, and the key as stored there. Lives on the
+ * stack for one call. */
+struct probe {
+	size_t home;
+	size_t len;
+	size_t mask;    /* of the ring; SIZE_MAX past it (len is 1 there) */
+	uint64_t skey;  /* stored key: never SLOT_EMPTY or SLOT_TOMBSTONE */
+};
 
-	/* A dead node is invisible: a new live node may take its key. */
-	return n->key == *(const uint64_t *)key &&
-	       __atomic_load_n(&n->state, __ATOMIC_RELAXED) != STATE_DEAD;
+static void probe_init(const struct limiter *l, uint64_t key, struct probe *pr)
+{
+	if (key <= SLOT_TOMBSTONE) {
+		pr->home = l->capacity + key;
+		pr->len = 1;
+		pr->mask = SIZE_MAX;
+		pr->skey = key + 2;
+		return;
+	}
+	pr->home = key & (l->capacity - 1);
+	pr->len = l->probe_len;
+	pr->mask = l->capacity - 1;
+	pr->skey = key;
+}
+
+static bool slot_free(uint64_t key)
+{
+	return key == SLOT_EMPTY || key == SLOT_TOMBSTONE;
+}
+
+/* Finds the slot holding pr->skey; false when absent. */
+static bool slot_find(const struct limiter *l, const struct probe *pr, size_t *idx)
+{
+	size_t i = pr->home;
+
+	for (size_t n = 0; n < pr->len; n++, i = (i + 1) & pr->mask) {
+		uint64_t key = __atomic_load_n(&l->slots[i].key, __ATOMIC_RELAXED);
+
+		if (key == pr->skey) {
+			*idx = i;
+			return true;
+		}
+		if (key == SLOT_EMPTY)
+			break;
+	}
+	return false;
+}
+
+static uint64_t unit_of(const struct limiter_params *p)
+{
+	return p->unit_ns ? p->unit_ns : 1;
+}
+
+static size_t lock_index(uint64_t skey)
+{
+	/* The top bits of a multiplicative hash: the ring uses the low bits
+	 * of the key, and test keys are small integers. */
+	return (size_t)((skey * 0x9e3779b97f4a7c15ull) >> (64 - INSERT_LOCK_BITS));
+}
+
+/* Turns a free slot (seen holding free_key) into (skey, word), publishing
+ * `unit_ns` first when non-zero (a sliding-window bucket). False when
+ * another insert took the slot first. Caller holds skey's insert lock. */
+static bool slot_claim(struct limiter *l, size_t i, uint64_t free_key, uint64_t skey,
+		       uint64_t word, uint64_t unit_ns)
+{
+	union limiter_slot *slot = &l->slots[i];
+	bool published;
+
+	if (!unit_ns)
+		return __sync_bool_compare_and_swap(&slot->pair, slot_pair(free_key, 0),
+						    slot_pair(skey, word));
+	/* Frozen, nobody else writes the slot or judges its word. */
+	if (!__sync_bool_compare_and_swap(&slot->pair, slot_pair(free_key, 0),
+					  slot_pair(skey, STATE_FROZEN)))
+		return false;
+	__atomic_store_n(&l->unit_ns[i], unit_ns, __ATOMIC_RELEASE);
+	published = __sync_bool_compare_and_swap(&slot->pair, slot_pair(skey, STATE_FROZEN),
+						 slot_pair(skey, word));
+	assert(published);
+	(void)published;
+	return true;
+}
+
+/* Adds a bucket for pr->skey holding this request. Caller holds the key's
+ * insert lock and saw the key absent. Returns 0 (out filled) or -ENOSPC. */
+static int insert_locked(struct limiter *l, const struct probe *pr,
+			 const struct limiter_params *p, uint64_t now_ns, struct limiter_result *out)
+{
+	uint64_t word = 0, unit_ns = 0;
+	struct limiter_result res;
+	size_t i = pr->home;
+
+	if (__atomic_add_fetch(&l->count, 1, __ATOMIC_RELAXED) > l->max_buckets)
+		goto out_uncount;
+	/* Take before publishing: a sweep never sees the bucket unused. */
+	word_take_local(&word, p, now_ns, &res);
+	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
+		unit_ns = unit_of(p);
+	for (size_t n = 0; n < pr->len; n++, i = (i + 1) & pr->mask) {
+		uint64_t key = __atomic_load_n(&l->slots[i].key, __ATOMIC_RELAXED);
+
+		/* A failed claim means another key took the slot: move on. */
+		if (slot_free(key) && slot_claim(l, i, key, pr->skey, word, unit_ns)) {
+			*out = res;
+			return 0;
+		}
+	}
+out_uncount:
+	__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
+	return -ENOSPC;
+}
+
+/* A sliding-window take on slot i whose unit differs from p's: decides on
+ * the word as it is and, if admitted, freezes the slot, publishes the new
+ * unit and then the new word. A refusal writes nothing. Caller holds the
+ * key's insert lock. Returns 0 or -EAGAIN (the key was swept meanwhile). */
+static int rekey_locked(struct limiter *l, size_t i, uint64_t skey,
+			const struct limiter_params *p, uint64_t now_ns, struct limiter_result *out)
+{
+	union limiter_slot *slot = &l->slots[i];
+	struct limiter_result res;
+	uint64_t s, word, key;
+	u128 seen;
+	bool published;
+
+	s = __atomic_load_n(&slot->state, __ATOMIC_RELAXED);
+	key = __atomic_load_n(&slot->key, __ATOMIC_RELAXED);
+	for (;;) {
+		/* Never frozen here: only a holder of this key's lock
+		 * freezes its slot, and unfreezes it before unlocking. */
+		if (key != skey)
+			return -EAGAIN;
+		word = s;
+		word_take_local(&word, p, now_ns, &res);
+		if (!res.allowed)
+			break;
+		seen = __sync_val_compare_and_swap(&slot->pair, slot_pair(skey, s),
+						   slot_pair(skey, STATE_FROZEN));
+		if (seen == slot_pair(skey, s)) {
+			__atomic_store_n(&l->unit_ns[i], unit_of(p), __ATOMIC_RELEASE);
+			published = __sync_bool_compare_and_swap(
+				&slot->pair, slot_pair(skey, STATE_FROZEN), slot_pair(skey, word));
+			assert(published);
+			(void)published;
+			break;
+		}
+		key = (uint64_t)seen;
+		s = (uint64_t)(seen >> 64);
+	}
+	*out = res;
+	return 0;
+}
+
+/* The slow path under the key's insert lock: inserts an absent key,
+ * changes a sliding bucket's unit. Returns 0, -ENOSPC, or -EAGAIN when the
+ * lock-free path should simply be tried again. */
+static int take_locked(struct limiter *l, const struct probe *pr, const struct limiter_params *p,
+		       uint64_t now_ns, struct limiter_result *out)
+{
+	pthread_mutex_t *mutex = &l->locks[lock_index(pr->skey)].mutex;
+	size_t i;
+	int r;
+
+	pthread_mutex_lock(mutex);
+	/* Only this lock's holders add pr->skey and sweeps only remove it:
+	 * absent now stays absent until we add it. */
+	if (!slot_find(l, pr, &i))
+		r = insert_locked(l, pr, p, now_ns, out);
+	else if (p->algorithm == POLICY_ALG_SLIDING_WINDOW &&
+		 __atomic_load_n(&l->unit_ns[i], __ATOMIC_RELAXED) != unit_of(p))
+		r = rekey_locked(l, i, pr->skey, p, now_ns, out);
+	else
+		r = -EAGAIN; /* the bucket was swept and re-added, or unfrozen */
+	pthread_mutex_unlock(mutex);
+	return r;
 }
 
 int limiter_new(const struct limiter_config *cfg, struct limiter **ret)
 {
+	size_t max_buckets = cfg && cfg->max_buckets ? cfg->max_buckets : DEFAULT_MAX_BUCKETS;
+	size_t capacity = 2, slots_bytes;
 	struct limiter *l;
+	void *map;
+	int r = -ENOMEM;
 
-	l = aligned_alloc(64, sizeof(*l));
+	/* Past this the arrays could not be mapped anyway. */
+	if (max_buckets > SIZE_MAX / 4 / (sizeof(union limiter_slot) + sizeof(uint64_t)))
+		return -ENOMEM;
+	while (capacity < 2 * max_buckets)
+		capacity <<= 1;
+	l = aligned_alloc(_Alignof(struct limiter), sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	memset(l, 0, sizeof(*l));
-	l->max_buckets = cfg && cfg->max_buckets ? cfg->max_buckets : DEFAULT_MAX_BUCKETS;
+	l->capacity = capacity;
+	l->probe_len = capacity < PROBE_MAX ? capacity : PROBE_MAX;
+	l->max_buckets = max_buckets;
 	l->idle_ttl_ns = cfg && cfg->idle_ttl_ns ? cfg->idle_ttl_ns : DEFAULT_IDLE_TTL_NS;
-	l->ht = cds_lfht_new_flavor(TABLE_INIT_SIZE, TABLE_INIT_SIZE, 0,
-				    CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-				    &urcu_memb_flavor, NULL);
-	if (!l->ht) {
-		free(l);
-		return -ENOMEM;
+	slots_bytes = (capacity + 2) * sizeof(union limiter_slot);
+	l->map_bytes = slots_bytes + (capacity + 2) * sizeof(uint64_t);
+	/* Anonymous memory is zero (all slots EMPTY) and costs nothing until
+	 * touched, so a large max_buckets is cheap while the table is small. */
+	map = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		goto out_free;
+	l->slots = map;
+	l->unit_ns = (uint64_t *)((char *)map + slots_bytes);
+	for (unsigned i = 0; i < INSERT_LOCKS; i++) {
+		r = -pthread_mutex_init(&l->locks[i].mutex, NULL);
+		if (r < 0) {
+			while (i--)
+				pthread_mutex_destroy(&l->locks[i].mutex);
+			goto out_unmap;
+		}
 	}
 	*ret = l;
 	return 0;
+
+out_unmap:
+	munmap(map, l->map_bytes);
+out_free:
+	free(l);
+	return r;
 }
 
 void limiter_free(struct limiter *l)
 {
-	struct cds_lfht_iter iter;
-	struct limiter_node *n, *doomed = NULL;
-	int r;
-
 	if (!l)
 		return;
-	/* No thread is inside; the read lock only keeps the walk within the
-	 * API's rules. Nodes are freed after the table is gone, so a resize
-	 * the deletions started cannot touch freed memory. */
-	urcu_memb_read_lock();
-	cds_lfht_for_each_entry(l->ht, &iter, n, lfht) {
-		if (cds_lfht_del(l->ht, &n->lfht) == 0 &&
-		    __atomic_load_n(&n->state, __ATOMIC_RELAXED) != STATE_DEAD) {
-			n->free_next = doomed;
-			doomed = n;
-		}
-	}
-	urcu_memb_read_unlock();
-	r = cds_lfht_destroy(l->ht, NULL);
-	assert(r == 0);
-	(void)r;
-	while (doomed) {
-		n = doomed;
-		doomed = n->free_next;
-		free(n);
-	}
-	/* Swept nodes still waiting for their grace period are freed by
-	 * call_rcu workers; wait so none outlives its table. */
-	if (__atomic_load_n(&l->swept_total, __ATOMIC_RELAXED))
-		urcu_memb_barrier();
+	for (unsigned i = 0; i < INSERT_LOCKS; i++)
+		pthread_mutex_destroy(&l->locks[i].mutex);
+	munmap(l->slots, l->map_bytes);
 	free(l);
-}
-
-/* Inserts a new bucket for `key` holding this request. Returns 0 (out
- * filled), -EAGAIN when another thread's live node won (take from it
- * instead), -ENOSPC, -ENOMEM. */
-static int insert_bucket(struct limiter *l, uint64_t key, const struct limiter_params *p,
-			 uint64_t now_ns, struct limiter_result *out)
-{
-	struct limiter_node *n;
-	struct cds_lfht_node *got;
-
-	if (__atomic_add_fetch(&l->count, 1, __ATOMIC_RELAXED) > l->max_buckets) {
-		__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
-		return -ENOSPC;
-	}
-	n = aligned_alloc(64, sizeof(*n));
-	if (!n) {
-		__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
-		return -ENOMEM;
-	}
-	memset(n, 0, sizeof(*n));
-	cds_lfht_node_init(&n->lfht);
-	n->key = key;
-	n->unit_ns = p->unit_ns;
-	/* Take before publishing: a sweep never sees the node unused, and a
-	 * node that loses the race carries nothing anyone saw. */
-	bucket_take(&n->state, p, now_ns, out);
-	got = cds_lfht_add_unique(l->ht, key, node_match, &key, &n->lfht);
-	if (got == &n->lfht)
-		return 0;
-	free(n);
-	__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
-	return -EAGAIN;
 }
 
 int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
 		  uint64_t now_ns, struct limiter_result *out)
 {
-	struct cds_lfht_iter iter;
-	struct cds_lfht_node *ht_node;
-	struct limiter_node *n;
+	struct word_ref w = { 0 };
+	struct probe pr;
+	size_t i;
 	int r;
 
-	urcu_memb_read_lock();
-	for (;;) {
-		cds_lfht_lookup(l->ht, key, node_match, &key, &iter);
-		ht_node = cds_lfht_iter_get_node(&iter);
-		if (ht_node) {
-			n = caa_container_of(ht_node, struct limiter_node, lfht);
-			if (bucket_take(&n->state, p, now_ns, out)) {
-				if (p->algorithm == POLICY_ALG_SLIDING_WINDOW &&
-				    __atomic_load_n(&n->unit_ns, __ATOMIC_RELAXED) != p->unit_ns)
-					__atomic_store_n(&n->unit_ns, p->unit_ns, __ATOMIC_RELAXED);
-				r = 0;
-				break;
-			}
-			continue; /* swept after the lookup: look again */
-		}
-		r = insert_bucket(l, key, p, now_ns, out);
-		if (r != -EAGAIN)
-			break;
+	probe_init(l, key, &pr);
+	w.key = pr.skey;
+	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW) {
+		/* Its own cache line, fetched while the slot's is. */
+		__builtin_prefetch(&l->unit_ns[pr.home]);
+		w.unit_ns_want = unit_of(p);
 	}
-	urcu_memb_read_unlock();
-	return r;
-}
-
-static void free_node_rcu(struct rcu_head *head)
-{
-	free(caa_container_of(head, struct limiter_node, rcu));
+	for (;;) {
+		if (slot_find(l, &pr, &i)) {
+			w.slot = &l->slots[i];
+			if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
+				w.unit_ns = &l->unit_ns[i];
+			if (bucket_take(&w, p, now_ns, out))
+				return 0;
+			/* Swept, frozen, or another unit: see take_locked. */
+		}
+		r = take_locked(l, &pr, p, now_ns, out);
+		if (r != -EAGAIN)
+			return r;
+	}
 }
 
 /* True when the word describes a bucket that has been full for at least
@@ -576,32 +827,43 @@ static bool bucket_idle(uint64_t s, uint64_t unit_ns, uint64_t now_ns, uint64_t 
 	return now_ns >= full_since_ns && now_ns - full_since_ns >= ttl_ns;
 }
 
+/* Reclaims slot i if its bucket is idle: only the exact (key, word) judged
+ * may go, so a check that changed the word in between wins, and one that
+ * comes after finds the key gone and adds it afresh (the bucket was full:
+ * the same). */
+static bool sweep_slot(struct limiter *l, size_t i, uint64_t now_ns)
+{
+	union limiter_slot *slot = &l->slots[i];
+	uint64_t key, s, unit_ns = 1;
+
+	key = __atomic_load_n(&slot->key, __ATOMIC_ACQUIRE);
+	if (slot_free(key))
+		return false;
+	s = __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE);
+	if (s == STATE_FROZEN)
+		return false;
+	/* The unit after the word: a unit published since is followed by a
+	 * new word, so judging the old word by it fails the CAS below. */
+	if (s & SLIDING_TAG) {
+		unit_ns = __atomic_load_n(&l->unit_ns[i], __ATOMIC_ACQUIRE);
+		if (!unit_ns)
+			return false; /* torn read of a slot being claimed */
+	}
+	if (!bucket_idle(s, unit_ns, now_ns, l->idle_ttl_ns))
+		return false;
+	if (!__sync_bool_compare_and_swap(&slot->pair, slot_pair(key, s),
+					  slot_pair(SLOT_TOMBSTONE, 0)))
+		return false;
+	__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
+	return true;
+}
+
 size_t limiter_sweep(struct limiter *l, uint64_t now_ns)
 {
-	struct cds_lfht_iter iter;
-	struct limiter_node *n;
 	size_t reclaimed = 0;
 
-	urcu_memb_read_lock();
-	cds_lfht_for_each_entry(l->ht, &iter, n, lfht) {
-		uint64_t s = __atomic_load_n(&n->state, __ATOMIC_RELAXED);
-		uint64_t unit_ns = __atomic_load_n(&n->unit_ns, __ATOMIC_RELAXED);
-
-		if (s == STATE_DEAD || !bucket_idle(s, unit_ns ? unit_ns : 1, now_ns, l->idle_ttl_ns))
-			continue;
-		/* Only the exact word judged idle may die: a check that
-		 * changed it in between wins, and one that comes after sees
-		 * STATE_DEAD and starts a fresh node (the bucket was full). */
-		if (!__atomic_compare_exchange_n(&n->state, &s, STATE_DEAD, false,
-						 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-			continue;
-		cds_lfht_del(l->ht, &n->lfht);
-		__atomic_sub_fetch(&l->count, 1, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&l->swept_total, 1, __ATOMIC_RELAXED);
-		urcu_memb_call_rcu(&n->rcu, free_node_rcu);
-		reclaimed++;
-	}
-	urcu_memb_read_unlock();
+	for (size_t i = 0; i < l->capacity + 2; i++)
+		reclaimed += sweep_slot(l, i, now_ns);
 	return reclaimed;
 }
 

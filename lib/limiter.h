@@ -64,7 +64,10 @@ struct limiter_bucket {
 void limiter_bucket_take(struct limiter_bucket *b, const struct limiter_params *p,
 			 uint64_t now_ns, struct limiter_result *out);
 
-/* The table of buckets. */
+/* The table of buckets: a flat open-addressing array of 16-byte slots
+ * (key, bucket word), sized for max_buckets when created, so a check on an
+ * existing bucket costs one cache miss. No RCU: slots are never freed
+ * before limiter_free() (threads registered for RCU are fine too). */
 struct limiter;
 
 struct limiter_config {
@@ -73,23 +76,34 @@ struct limiter_config {
 				* reclaimed by limiter_sweep(); 0: 10 minutes */
 };
 
+/* A key lives within this many slots of its home slot. A new key whose
+ * run is all live buckets is refused with -ENOSPC even below max_buckets;
+ * with at least twice max_buckets slots that needs a very unlucky run. */
+#define LIMITER_PROBE_MAX 32
+
+/* Reserves address space for the next power of two >= 2 * max_buckets
+ * slots (24 bytes each: 48 MiB for the default), touched only as buckets
+ * are used. Returns 0, or -ENOMEM (also when max_buckets cannot be
+ * mapped). */
 int limiter_new(const struct limiter_config *cfg, struct limiter **ret);
 void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside */
 
 /* Takes one request from the bucket `key` (created full on first use).
- * Returns 0; -ENOSPC when the table is at max_buckets and `key` is new (the
- * caller decides: the proxy fails open and counts it). Lock-free; the
- * calling thread must be registered for RCU (snapshot_thread_online()).
- * Also -ENOMEM when a new bucket cannot be allocated; *out is written only
- * on success. */
+ * Returns 0; -ENOSPC when the table is at max_buckets, or the new key's
+ * LIMITER_PROBE_MAX slots are all taken, and `key` is new (the caller
+ * decides: the proxy fails open and counts it). *out is written only on
+ * success. Any thread. Lock-free for existing buckets; the first request of
+ * a new bucket, and a sliding-window request that changes a bucket's
+ * unit_ns and is admitted, take one of 256 mutexes chosen by the key. */
 int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
 		  uint64_t now_ns, struct limiter_result *out);
 
 /* Reclaims buckets idle for idle_ttl_ns (any thread, concurrently with
- * limiter_check, never losing an update). Returns how many. The thread must
- * be registered for RCU, as for limiter_check; it holds one read-side
- * section for the whole walk. */
+ * limiter_check, never losing an update). Returns how many. Walks every
+ * slot: O(capacity) whatever the count (a few ms for the default size),
+ * meant for a background thread. */
 size_t limiter_sweep(struct limiter *l, uint64_t now_ns);
+/* Live buckets, plus inserts in flight. */
 size_t limiter_count(const struct limiter *l);
 
 /* Bucket key of (rate limit, subject): XXH3 of both hashes. */

@@ -1,7 +1,8 @@
 /* limiter_test.c - the three algorithms on a synthetic clock (exact counts,
  * retry_after, remaining/reset, delays, clock going backwards, parameter
- * changes), the bucket table (identity, cap, sweeping) and exactness under
- * threads, both on a frozen synthetic clock and on CLOCK_MONOTONIC.
+ * changes), the bucket table (identity, cap, probe runs, tombstones,
+ * sweeping) and exactness under threads, both on a frozen synthetic clock
+ * and on CLOCK_MONOTONIC. No thread registers for RCU: the table needs none.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -13,7 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <urcu/urcu-memb.h>
 #include <xxhash.h>
 
 #include "limiter.h"
@@ -30,18 +30,8 @@
 #define LB POLICY_ALG_LEAKY_BUCKET
 #define SW POLICY_ALG_SLIDING_WINDOW
 
-static void rcu_online(void)
-{
-	urcu_memb_register_thread();
-}
-
-static void rcu_offline(void)
-{
-	urcu_memb_unregister_thread();
-}
-
 TestSuite(limiter);
-TestSuite(limiter_table, .init = rcu_online, .fini = rcu_offline);
+TestSuite(limiter_table);
 
 static struct limiter_params mkp(enum policy_algorithm alg, uint64_t rate, uint64_t unit_ns,
 				 uint64_t burst)
@@ -683,6 +673,125 @@ Test(limiter_table, sweep_reclaims_only_buckets_idle_and_full_for_the_ttl)
 	limiter_free(l);
 }
 
+Test(limiter_table, keys_zero_to_three_are_four_buckets)
+{
+	/* 0 and 1 are stored apart from the ring (as stored keys they would
+	 * mean EMPTY and TOMBSTONE): still four independent buckets. */
+	struct limiter *l = new_table(0, NS_PER_S);
+	struct limiter_params p = mkp(TB, 1, NS_PER_S, 2);
+
+	for (uint64_t k = 0; k < 4; k++) {
+		cr_assert(check(l, k, &p, T0), "key %llu", (unsigned long long)k);
+		cr_assert(check(l, k, &p, T0), "key %llu", (unsigned long long)k);
+		cr_assert_not(check(l, k, &p, T0), "key %llu", (unsigned long long)k);
+	}
+	cr_assert_eq(limiter_count(l), 4);
+	cr_assert_eq(limiter_sweep(l, T0 + 10 * NS_PER_S), 4);
+	cr_assert_eq(limiter_count(l), 0);
+	cr_assert(check(l, 0, &p, T0 + 10 * NS_PER_S));
+	cr_assert(check(l, 1, &p, T0 + 10 * NS_PER_S));
+	cr_assert_eq(limiter_count(l), 2);
+	limiter_free(l);
+}
+
+/* Keys whose low 32 bits are equal share a home slot in any table of at
+ * most 2^32 slots. */
+static uint64_t same_home_key(uint64_t i)
+{
+	return i << 32 | 0x1234;
+}
+
+Test(limiter_table, full_probe_run_refuses_a_new_key_below_the_cap)
+{
+	struct limiter *l = new_table(1000, NS_PER_S);
+	struct limiter_params p = mkp(TB, 1, NS_PER_S, 3);
+	struct limiter_result r = { .allowed = true, .limit = 99 };
+
+	for (uint64_t i = 0; i < LIMITER_PROBE_MAX; i++)
+		cr_assert(check(l, same_home_key(i), &p, T0), "key %llu", (unsigned long long)i);
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX);
+	cr_assert_eq(limiter_check(l, same_home_key(LIMITER_PROBE_MAX), &p, T0, &r), -ENOSPC);
+	cr_assert_eq(r.limit, 99, "result untouched on error");
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX);
+	/* The run's buckets are still served, each its own. */
+	for (uint64_t i = 0; i < LIMITER_PROBE_MAX; i++) {
+		cr_assert(check(l, same_home_key(i), &p, T0));
+		cr_assert(check(l, same_home_key(i), &p, T0));
+		cr_assert_not(check(l, same_home_key(i), &p, T0));
+	}
+	/* A key homed elsewhere is unaffected. */
+	cr_assert(check(l, same_home_key(0) + 0x100, &p, T0));
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX + 1);
+	limiter_free(l);
+}
+
+Test(limiter_table, swept_slots_are_reused_by_other_keys_of_the_run)
+{
+	struct limiter *l = new_table(1000, NS_PER_S);
+	struct limiter_params p = mkp(TB, 1, NS_PER_S, 1);
+	const uint64_t later = T0 + 6 * NS_PER_S + NS_PER_S / 2;
+
+	for (uint64_t i = 0; i < LIMITER_PROBE_MAX; i++)
+		cr_assert(check(l, same_home_key(i), &p, T0));
+	/* Odd keys used again: full from T0 + 6 s, not idle for 1 s at
+	 * `later`; even keys full since T0 + 1 s. */
+	for (uint64_t i = 1; i < LIMITER_PROBE_MAX; i += 2)
+		cr_assert(check(l, same_home_key(i), &p, T0 + 5 * NS_PER_S));
+	cr_assert_eq(limiter_sweep(l, later), LIMITER_PROBE_MAX / 2);
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX / 2);
+
+	/* New keys of the same run take the freed slots ... */
+	for (uint64_t i = LIMITER_PROBE_MAX; i < LIMITER_PROBE_MAX * 3 / 2; i++) {
+		cr_assert(check(l, same_home_key(i), &p, later), "new key %llu",
+			  (unsigned long long)i);
+		cr_assert_not(check(l, same_home_key(i), &p, later), "new key %llu",
+			      (unsigned long long)i);
+	}
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX);
+	/* ... until the run is full again. */
+	cr_assert_eq(limiter_check(l, same_home_key(99), &p, later, &(struct limiter_result){ 0 }),
+		     -ENOSPC);
+	/* The survivors are their old buckets: one refilled token each. */
+	for (uint64_t i = 1; i < LIMITER_PROBE_MAX; i += 2) {
+		cr_assert(check(l, same_home_key(i), &p, later));
+		cr_assert_not(check(l, same_home_key(i), &p, later));
+	}
+	/* A swept key has no slot and the run has no room for it. */
+	cr_assert_eq(limiter_check(l, same_home_key(0), &p, later, &(struct limiter_result){ 0 }),
+		     -ENOSPC);
+	cr_assert_eq(limiter_count(l), LIMITER_PROBE_MAX);
+	limiter_free(l);
+}
+
+Test(limiter_table, sliding_unit_change_keeps_counts_and_sweeps_by_the_new_unit)
+{
+	struct limiter *l = new_table(0, NS_PER_S);
+	struct limiter_params per_s = mkp(SW, 3, NS_PER_S, 1);
+	struct limiter_params per_2s = mkp(SW, 3, 2 * NS_PER_S, 1);
+	const uint64_t t = 10 * T_MIN; /* a window start for both units */
+
+	cr_assert(check(l, 9, &per_s, t));
+	cr_assert(check(l, 9, &per_s, t));
+	/* Two counted, whatever the unit: one more. */
+	cr_assert(check(l, 9, &per_2s, t));
+	cr_assert_not(check(l, 9, &per_2s, t));
+	/* Counted in window t / 2 s: full from t + 4 s, idle 1 s later. A
+	 * sweep still judging by 1 s windows would see other windows. */
+	cr_assert_eq(limiter_sweep(l, t + 5 * NS_PER_S - 1), 0);
+	cr_assert_eq(limiter_sweep(l, t + 5 * NS_PER_S), 1);
+	cr_assert_eq(limiter_count(l), 0);
+	limiter_free(l);
+}
+
+Test(limiter_table, impossible_size_is_refused)
+{
+	struct limiter_config cfg = { .max_buckets = SIZE_MAX };
+	struct limiter *l = (struct limiter *)&cfg;
+
+	cr_assert_eq(limiter_new(&cfg, &l), -ENOMEM);
+	cr_assert_eq(l, (struct limiter *)&cfg, "ret untouched on error");
+}
+
 /* ---- threads ---- */
 
 #define N_THREADS 8
@@ -732,7 +841,6 @@ static void *hammer_thread(void *arg)
 	struct hammer *h = arg;
 	uint64_t admitted = 0, max_now = 0;
 
-	urcu_memb_register_thread();
 	pthread_barrier_wait(&h->ready);
 	pthread_barrier_wait(&h->start);
 	if (h->frozen_now) {
@@ -755,7 +863,6 @@ static void *hammer_thread(void *arg)
 	       !__atomic_compare_exchange_n(&h->max_now, &seen, max_now, false, __ATOMIC_RELAXED,
 					    __ATOMIC_RELAXED))
 		;
-	urcu_memb_unregister_thread();
 	return NULL;
 }
 
@@ -880,6 +987,76 @@ ParameterizedTest(struct frozen_case *c, limiter_table,
 	}
 }
 
+/* Threads meet on keys nobody has used yet: half walk the keys forwards,
+ * half backwards, all from the same barrier, so most keys get their first
+ * requests from several threads at once. On a frozen clock every key must
+ * admit exactly its limit in total: a key added twice would admit twice. */
+#define NEW_KEYS 20000
+#define NEW_KEY_ATTEMPTS 2
+#define NEW_KEY_LIMIT 3
+
+/* Shared by the threads of one test; static in the test, lives until every
+ * thread is joined. */
+struct new_keys {
+	struct limiter *l;
+	pthread_barrier_t start;
+	int next_thread;               /* atomic */
+	uint32_t admitted[NEW_KEYS];   /* atomic */
+	uint32_t errors;               /* atomic: checks that did not return 0 */
+};
+
+static uint64_t new_key(uint64_t i)
+{
+	return limiter_key(0xfeed, i);
+}
+
+static void *new_keys_thread(void *arg)
+{
+	struct new_keys *s = arg;
+	int me = __atomic_fetch_add(&s->next_thread, 1, __ATOMIC_RELAXED);
+	/* Even keys token buckets, odd ones sliding windows (whose insert
+	 * also publishes the unit). */
+	const struct limiter_params ps[2] = { mkp(TB, 1, NS_PER_H, NEW_KEY_LIMIT),
+					      mkp(SW, NEW_KEY_LIMIT, NS_PER_H, 1) };
+
+	pthread_barrier_wait(&s->start);
+	for (uint64_t n = 0; n < NEW_KEYS; n++) {
+		uint64_t i = me % 2 ? NEW_KEYS - 1 - n : n;
+
+		for (int j = 0; j < NEW_KEY_ATTEMPTS; j++) {
+			struct limiter_result r;
+
+			if (limiter_check(s->l, new_key(i), &ps[i % 2], 10 * T_MIN, &r) != 0)
+				__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+			else if (r.allowed)
+				__atomic_add_fetch(&s->admitted[i], 1, __ATOMIC_RELAXED);
+		}
+	}
+	return NULL;
+}
+
+Test(limiter_table, threads_adding_the_same_new_keys_add_each_once)
+{
+	static struct new_keys s;
+	pthread_t th[N_THREADS];
+
+	/* Room to spare, so no probe run can fill up. */
+	s.l = new_table(4 * NEW_KEYS, 0);
+	cr_assert_eq(pthread_barrier_init(&s.start, NULL, N_THREADS), 0);
+	for (int i = 0; i < N_THREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, new_keys_thread, &s), 0);
+	for (int i = 0; i < N_THREADS; i++)
+		pthread_join(th[i], NULL);
+
+	cr_assert_eq(s.errors, 0);
+	for (uint64_t i = 0; i < NEW_KEYS; i++)
+		cr_assert_eq(s.admitted[i], NEW_KEY_LIMIT, "key %llu admitted %u",
+			     (unsigned long long)i, s.admitted[i]);
+	cr_assert_eq(limiter_count(s.l), NEW_KEYS);
+	pthread_barrier_destroy(&s.start);
+	limiter_free(s.l);
+}
+
 /* Many keys, all full and long idle (sweepable) at the start of each phase;
  * the odd ones are taken from by two checker threads while a sweeper thread
  * sweeps at the same clock. Per phase every odd key must admit exactly its
@@ -909,7 +1086,6 @@ static void *sweep_checker(void *arg)
 	struct sweep_race *s = arg;
 	int me = __atomic_fetch_add(&s->next_checker, 1, __ATOMIC_RELAXED);
 
-	urcu_memb_register_thread();
 	for (int phase = 0; phase < SWEEP_PHASES; phase++) {
 		uint64_t now;
 
@@ -939,7 +1115,6 @@ static void *sweep_checker(void *arg)
 		if (pthread_barrier_wait(&s->phase) == PTHREAD_BARRIER_SERIAL_THREAD)
 			__atomic_store_n(&s->now, now + SWEEP_PHASE_NS, __ATOMIC_RELEASE);
 	}
-	urcu_memb_unregister_thread();
 	return NULL;
 }
 
@@ -947,7 +1122,6 @@ static void *sweeper(void *arg)
 {
 	struct sweep_race *s = arg;
 
-	urcu_memb_register_thread();
 	for (int phase = 0; phase < SWEEP_PHASES; phase++) {
 		uint64_t now;
 
@@ -958,7 +1132,6 @@ static void *sweeper(void *arg)
 		if (pthread_barrier_wait(&s->phase) == PTHREAD_BARRIER_SERIAL_THREAD)
 			__atomic_store_n(&s->now, now + SWEEP_PHASE_NS, __ATOMIC_RELEASE);
 	}
-	urcu_memb_unregister_thread();
 	return NULL;
 }
 

@@ -229,6 +229,20 @@ static struct pmap_node *make_pair(struct pmap_edit *e, unsigned shift, struct p
 	return n;
 }
 
+/* Stores val in slot idx of *np (a leaf with the same key), copying the
+ * node first unless this edit owns it. */
+static int replace_val(struct pmap_edit *e, struct pmap_node **np, unsigned idx, void *val)
+{
+	struct pmap_node *n = node_writable(e, np, 0);
+
+	if (!n)
+		return -ENOMEM;
+	val_ref(e->ops, val);
+	val_unref(e->ops, n->slot[idx].ptr);
+	n->slot[idx].ptr = val;
+	return 0;
+}
+
 /* Inserts or replaces leaf (hash, val) in the subtree *np at `shift`; *np
  * is a slot of a writable parent (or the edit root). Takes a reference on
  * val only on success. */
@@ -251,17 +265,9 @@ static int put_rec(struct pmap_edit *e, struct pmap_node **np, unsigned shift, u
 			*added = true;
 			return 0;
 		}
-		for (uint32_t i = 0; i < n->n; i++) {
-			if (!e->ops->match(n->slot[i].ptr, key))
-				continue;
-			n = node_writable(e, np, 0);
-			if (!n)
-				return -ENOMEM;
-			val_ref(e->ops, val);
-			val_unref(e->ops, n->slot[i].ptr);
-			n->slot[i].ptr = val;
-			return 0;
-		}
+		for (uint32_t i = 0; i < n->n; i++)
+			if (e->ops->match(n->slot[i].ptr, key))
+				return replace_val(e, np, i, val);
 		n = node_writable(e, np, 1);
 		if (!n)
 			return -ENOMEM;
@@ -291,15 +297,8 @@ static int put_rec(struct pmap_edit *e, struct pmap_node **np, unsigned shift, u
 		return put_rec(e, (struct pmap_node **)&n->slot[idx].ptr, shift + BITS_PER_LEVEL,
 			       hash, key, val, added);
 	}
-	if (n->slot[idx].hash == hash && e->ops->match(n->slot[idx].ptr, key)) {
-		n = node_writable(e, np, 0);
-		if (!n)
-			return -ENOMEM;
-		val_ref(e->ops, val);
-		val_unref(e->ops, n->slot[idx].ptr);
-		n->slot[idx].ptr = val;
-		return 0;
-	}
+	if (n->slot[idx].hash == hash && e->ops->match(n->slot[idx].ptr, key))
+		return replace_val(e, np, idx, val);
 	n = node_writable(e, np, 0);
 	if (!n)
 		return -ENOMEM;

@@ -47,20 +47,6 @@ static size_t strv_len(const char *const *v)
 }
 
 /* keys: NULL-terminated or NULL (the id is the key). rl: NULL for none. */
-static struct policy_res *mk_client(const char *id, const char *const *keys, const char *rl)
-{
-	Sluice__V1__Client c = SLUICE__V1__CLIENT__INIT;
-	Sluice__V1__Resource m = SLUICE__V1__RESOURCE__INIT;
-
-	c.id = (char *)id;
-	c.n_keys = strv_len(keys);
-	c.keys = (char **)keys;
-	c.rate_limit = (char *)rl;
-	m.kind_case = SLUICE__V1__RESOURCE__KIND_CLIENT;
-	m.client = &c;
-	return decode(&m);
-}
-
 static struct policy_res *mk_client_full(const char *id, const char *const *keys, const char *rl,
 					 unsigned priority, bool disabled)
 {
@@ -76,6 +62,11 @@ static struct policy_res *mk_client_full(const char *id, const char *const *keys
 	m.kind_case = SLUICE__V1__RESOURCE__KIND_CLIENT;
 	m.client = &c;
 	return decode(&m);
+}
+
+static struct policy_res *mk_client(const char *id, const char *const *keys, const char *rl)
+{
+	return mk_client_full(id, keys, rl, 0, false);
 }
 
 static struct policy_res *mk_rate_limit(const char *id, uint64_t rate, const char *sel_client)

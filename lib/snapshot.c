@@ -1185,46 +1185,50 @@ static bool table_has(const struct cidr_table *t, const struct cidr_addr *addr)
 	return cidr_table_lookup(t, addr, NULL) >= 0;
 }
 
+/* The first list that refuses addr: by its deny table (deny) or because its
+ * non-empty allow table does not hold addr (!deny). NULL when none does. */
+static const struct policy_res *refusing_list(const struct policy_res *const *lists, size_t n,
+					      const struct cidr_addr *addr, bool deny)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct policy_access_list *al = &lists[i]->u.access_list;
+
+		if (deny ? al->deny_table && table_has(al->deny_table, addr)
+			 : al->allow_table && !table_has(al->allow_table, addr))
+			return lists[i];
+	}
+	return NULL;
+}
+
 enum snapshot_access snapshot_check_access(const struct snapshot *s,
 					   const struct policy_res *route,
 					   const struct cidr_addr *addr,
 					   const struct policy_res **list)
 {
-	const struct policy_res *lists[4 * POLICY_MAX_REFS];
-	size_t n = s->n_global_lists;
+	const struct policy_res *route_lists[POLICY_MAX_REFS], *by;
+	enum snapshot_access verdict = SNAPSHOT_ACCESS_ALLOW;
+	size_t n = 0;
 
-	memcpy(lists, s->global_lists, n * sizeof(lists[0]));
 	if (route && route->kind == POLICY_KIND_ROUTE) {
 		const struct policy_route *rt = &route->u.route;
 
-		for (size_t i = 0; i < rt->n_access_lists && i < 2 * POLICY_MAX_REFS; i++) {
+		for (size_t i = 0; i < rt->n_access_lists && n < POLICY_MAX_REFS; i++) {
 			const struct policy_res *al =
 				snapshot_get_ref(s, POLICY_KIND_ACCESS_LIST, &rt->access_lists[i]);
 			if (al)
-				lists[n++] = al;
+				route_lists[n++] = al;
 		}
 	}
-	for (size_t i = 0; i < n; i++) {
-		const struct policy_access_list *al = &lists[i]->u.access_list;
-
-		if (al->deny_table && table_has(al->deny_table, addr)) {
-			if (list)
-				*list = lists[i];
-			return SNAPSHOT_ACCESS_DENY;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		const struct policy_access_list *al = &lists[i]->u.access_list;
-
-		if (al->allow_table && !table_has(al->allow_table, addr)) {
-			if (list)
-				*list = lists[i];
-			return SNAPSHOT_ACCESS_NOT_ALLOWED;
-		}
-	}
+	/* Deny wins over every allow list, global or per route. */
+	if ((by = refusing_list(s->global_lists, s->n_global_lists, addr, true)) ||
+	    (by = refusing_list(route_lists, n, addr, true)))
+		verdict = SNAPSHOT_ACCESS_DENY;
+	else if ((by = refusing_list(s->global_lists, s->n_global_lists, addr, false)) ||
+		 (by = refusing_list(route_lists, n, addr, false)))
+		verdict = SNAPSHOT_ACCESS_NOT_ALLOWED;
 	if (list)
-		*list = NULL;
-	return SNAPSHOT_ACCESS_ALLOW;
+		*list = by;
+	return verdict;
 }
 
 /* ---- publication ---- */

@@ -58,6 +58,10 @@ struct snapshot {
 	struct pmap *clients; /* client key bytes -> struct client_ent */
 	struct pmap *routes;  /* (host, match_prefix) -> route policy_res */
 	struct pmap *refs;    /* referenced (kind, id) -> struct ref_ent */
+	/* Rate limits, access lists, upstreams and settings again, (kind, id)
+	 * -> policy_res: a few entries, so the request path's lookups of them
+	 * walk a shallow trie instead of the one that also holds every client. */
+	struct pmap *small;
 	const struct policy_res *settings; /* borrowed from res; NULL: defaults */
 	/* settings.access_lists resolved when built (borrowed from res), so
 	 * the request path does not look them up. */
@@ -298,6 +302,7 @@ static void snap_free(struct snapshot *s)
 	pmap_unref(s->clients);
 	pmap_unref(s->routes);
 	pmap_unref(s->refs);
+	pmap_unref(s->small);
 	free(s);
 	__atomic_sub_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
 }
@@ -335,7 +340,8 @@ int snapshot_new_empty(const char *ruleset, struct snapshot **ret)
 	s->clients = pmap_new(&client_ops);
 	s->routes = pmap_new(&route_ops);
 	s->refs = pmap_new(&ref_ops);
-	if (!s->res || !s->clients || !s->routes || !s->refs) {
+	s->small = pmap_new(&res_ops);
+	if (!s->res || !s->clients || !s->routes || !s->refs || !s->small) {
 		snap_free(s);
 		return -ENOMEM;
 	}
@@ -421,7 +427,7 @@ static bool out_first(const struct out_ref *out, size_t i)
  * stack of build_next(). */
 struct builder {
 	struct snapshot *next;
-	struct pmap_edit *res, *clients, *routes, *refs;
+	struct pmap_edit *res, *clients, *routes, *refs, *small;
 	struct policy_errs *errs;
 	bool cap_hit;
 };
@@ -516,6 +522,14 @@ static int unindex(struct builder *b, const struct policy_res *old)
 			if (r < 0)
 				return r;
 		}
+	} else {
+		struct res_key k = { old->kind, old->id, old->id_len };
+
+		if (pmap_edit_get(b->small, old->key_hash, &k) == old) {
+			r = pmap_edit_del(b->small, old->key_hash, &k);
+			if (r < 0)
+				return r;
+		}
 	}
 	res_out_refs(old, out, &n);
 	for (size_t i = 0; i < n; i++) {
@@ -598,6 +612,12 @@ static int reindex(struct builder *b, struct policy_res *res)
 			if (r < 0)
 				return r;
 		}
+	} else {
+		struct res_key k = { res->kind, res->id, res->id_len };
+
+		r = pmap_edit_put(b->small, res->key_hash, &k, res);
+		if (r < 0)
+			return r;
 	}
 	if (!res_out_refs(res, out, &n))
 		policy_errs_add(b->errs, "%s/%s: too many references", kname, res->id);
@@ -730,22 +750,25 @@ static void builder_abort(struct builder *b)
 	pmap_edit_abort(b->clients);
 	pmap_edit_abort(b->routes);
 	pmap_edit_abort(b->refs);
+	pmap_edit_abort(b->small);
 	snap_free(b->next);
 }
 
-/* Seals the four edits into b->next. On failure everything is released. */
+/* Seals the five edits into b->next. On failure everything is released. */
 static int builder_finish(struct builder *b, struct snapshot **ret)
 {
 	struct snapshot *n = b->next;
 
 	n->nodes_created = pmap_edit_nodes_allocated(b->res) +
 			   pmap_edit_nodes_allocated(b->clients) +
-			   pmap_edit_nodes_allocated(b->routes) + pmap_edit_nodes_allocated(b->refs);
+			   pmap_edit_nodes_allocated(b->routes) + pmap_edit_nodes_allocated(b->refs) +
+			   pmap_edit_nodes_allocated(b->small);
 	n->res = pmap_edit_end(b->res);
 	n->clients = pmap_edit_end(b->clients);
 	n->routes = pmap_edit_end(b->routes);
 	n->refs = pmap_edit_end(b->refs);
-	if (!n->res || !n->clients || !n->routes || !n->refs) {
+	n->small = pmap_edit_end(b->small);
+	if (!n->res || !n->clients || !n->routes || !n->refs || !n->small) {
 		snap_free(n); /* pmap_edit_end freed the edits that failed */
 		return -ENOMEM;
 	}
@@ -801,7 +824,8 @@ static int build_next(const struct snapshot *base, uint64_t version, const struc
 	if ((r = pmap_edit_begin(base->res, &b.res)) < 0 ||
 	    (r = pmap_edit_begin(base->clients, &b.clients)) < 0 ||
 	    (r = pmap_edit_begin(base->routes, &b.routes)) < 0 ||
-	    (r = pmap_edit_begin(base->refs, &b.refs)) < 0)
+	    (r = pmap_edit_begin(base->refs, &b.refs)) < 0 ||
+	    (r = pmap_edit_begin(base->small, &b.small)) < 0)
 		goto out_abort;
 
 	/* Everything leaving first, so that a key or route moving from one
@@ -1055,12 +1079,18 @@ size_t snapshot_count(const struct snapshot *s, enum policy_kind kind)
 	return s->kind_count[kind];
 }
 
+/* The map to look a resource of this kind up in. */
+static const struct pmap *kind_map(const struct snapshot *s, enum policy_kind kind)
+{
+	return kind == POLICY_KIND_CLIENT || kind == POLICY_KIND_ROUTE ? s->res : s->small;
+}
+
 const struct policy_res *snapshot_get(const struct snapshot *s, enum policy_kind kind,
 				      const char *id)
 {
 	struct res_key k = { kind, id, strlen(id) };
 
-	return pmap_get(s->res, policy_key_hash(kind, id, k.id_len), &k);
+	return pmap_get(kind_map(s, kind), policy_key_hash(kind, id, k.id_len), &k);
 }
 
 const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_kind kind,
@@ -1071,7 +1101,7 @@ const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_
 	if (!ref->id)
 		return NULL;
 	k = (struct res_key){ kind, ref->id, strlen(ref->id) };
-	return pmap_get(s->res, ref->key_hash, &k);
+	return pmap_get(kind_map(s, kind), ref->key_hash, &k);
 }
 
 static int collect_cb(void *arg, void *val)

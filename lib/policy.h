@@ -119,6 +119,7 @@ const char *policy_ruleset_name_problem(const char *s);
 /* A reference to another resource: its id and its policy_key_hash(). */
 struct policy_ref {
 	const char *id;
+	size_t id_len;
 	uint64_t key_hash;
 };
 

@@ -804,6 +804,7 @@ static void take_ref(struct vctx *v, const char *field, const char *id, enum pol
 	const char *why;
 
 	out->id = NULL;
+	out->id_len = 0;
 	out->key_hash = 0;
 	if (!*S(id))
 		return;
@@ -813,7 +814,8 @@ static void take_ref(struct vctx *v, const char *field, const char *id, enum pol
 		return;
 	}
 	out->id = arena_str(&v->a, id);
-	out->key_hash = policy_key_hash(kind, id, strlen(id));
+	out->id_len = strlen(id);
+	out->key_hash = policy_key_hash(kind, id, out->id_len);
 }
 
 static const struct policy_ref *take_ref_list(struct vctx *v, const char *field,
@@ -830,7 +832,8 @@ static const struct policy_ref *take_ref_list(struct vctx *v, const char *field,
 		size_t j;
 
 		refs[i].id = arena_str(&v->a, id);
-		refs[i].key_hash = policy_key_hash(kind, id, strlen(id));
+		refs[i].id_len = strlen(id);
+		refs[i].key_hash = policy_key_hash(kind, id, refs[i].id_len);
 		if (why)
 			bad(v, "%s[%zu]: %s", field, i, why);
 		else if (n <= POLICY_MAX_REFS && (j = find_dup(ids, i)) != SIZE_MAX)

@@ -1100,7 +1100,7 @@ const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_
 
 	if (!ref->id)
 		return NULL;
-	k = (struct res_key){ kind, ref->id, strlen(ref->id) };
+	k = (struct res_key){ kind, ref->id, ref->id_len };
 	return pmap_get(kind_map(s, kind), ref->key_hash, &k);
 }
 

@@ -653,6 +653,7 @@ Test(policy_valid, client_with_keys_and_limit)
 	cr_expect_eq(c->key_hashes[1], policy_client_key_hash("Bearer~xyz", 10));
 	cr_expect_str_eq(c->rate_limit.id, "gold");
 	cr_expect_eq(c->rate_limit.key_hash, policy_key_hash(POLICY_KIND_RATE_LIMIT, "gold", 4));
+	cr_expect_eq(c->rate_limit.id_len, 4);
 	cr_expect_eq(c->priority, 255);
 	cr_expect(c->disabled);
 	policy_res_unref(r);

@@ -183,6 +183,7 @@ static int on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+__attribute__((format(printf, 2, 0)))
 static int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	if (level != LIBBPF_WARN)
@@ -991,11 +992,12 @@ static int global_switch_off_passes_everything(struct fx *f)
 
 static int kernel_hash_equals_policy_client_key_hash(struct fx *f)
 {
+#define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	static const char *keys[] = {
 		"a", "Alpha-Key/42", "tenant:7f3a9c\x01\xff", "with inner  blanks",
-		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		HEX64 HEX64, /* 128 bytes: the longest key the kernel hashes */
 	};
+#undef HEX64
 	char payload[512];
 	struct frame_spec s = { .payload = payload };
 

@@ -10,6 +10,7 @@
 #include "pbjson.h"
 #include "policy_wire.h"
 
+__attribute__((format(printf, 3, 0)))
 static int res_from_json(struct policy_errs *errs, struct policy_res **ret, const char *fmt,
 			 va_list ap)
 {

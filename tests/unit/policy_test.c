@@ -1213,7 +1213,7 @@ Test(policy_names, kind_names_round_trip)
 
 	for (int k = POLICY_KIND_MIN; k <= POLICY_KIND_MAX; k++) {
 		cr_expect_str_eq(policy_kind_name((enum policy_kind)k), names[k]);
-		cr_expect_eq(policy_kind_from_name(names[k]), k);
+		cr_expect_eq((int)policy_kind_from_name(names[k]), k);
 	}
 	cr_expect_null(policy_kind_name(0));
 	cr_expect_null(policy_kind_name(7));

@@ -993,13 +993,13 @@ ParameterizedTest(struct access_case *c, snapshot, check_access_applies_deny_the
 	const struct policy_res *list = (const struct policy_res *)0x1;
 	enum snapshot_access got = snapshot_check_access(s, route, &a, &list);
 
-	cr_assert_eq(got, c->want, "got %d, want %d", got, c->want);
+	cr_assert_eq((int)got, (int)c->want, "got %d, want %d", got, c->want);
 	if (c->want == SNAPSHOT_ACCESS_ALLOW)
 		cr_assert_null(list);
 	else
 		cr_assert(list && strcmp(list->id, c->list) == 0, "list %s, want %s",
 			  list ? list->id : "(none)", c->list);
-	cr_assert_eq(snapshot_check_access(s, route, &a, NULL), c->want);
+	cr_assert_eq((int)snapshot_check_access(s, route, &a, NULL), (int)c->want);
 	snapshot_unref(s);
 }
 

@@ -22,13 +22,13 @@
 #include <bpf/libbpf.h>
 
 #include "client_abi.h"
+#include "frames.h"
 #include "policy.h"
 #include "tc_ingress.skel.h"
 
 #define HTTP_PORT 80
 #define ALT_HTTP_PORT 8080
 #define MAX_EVENTS 256
-#define FRAME_MAX 2048
 
 /* One case's loaded program and what it has emitted; lives for one case. */
 struct fx {
@@ -66,110 +66,6 @@ struct fx {
 	} while (0)
 
 /* ---- frames ---------------------------------------------------------- */
-
-/* What to build; zero fields take the usual value. On the case's stack. */
-struct frame_spec {
-	int family;              /* 4 (default) or 6 */
-	const char *src;         /* default 192.0.2.10 / 2001:db8:ffff::10 */
-	int l4;                  /* IPPROTO_TCP (default), _UDP, _ICMP, _ICMPV6 */
-	uint16_t dport;          /* default HTTP_PORT */
-	const char *payload;     /* text; NULL for none */
-	size_t payload_len;      /* 0: strlen(payload) */
-	uint16_t vlan_tpid[2];   /* outer, inner; 0 = no tag */
-	uint8_t version;         /* IP version field; 0: family */
-	uint8_t ihl;             /* 0: 5 (IPv4 header words) */
-	uint8_t doff;            /* 0: 5 (TCP header words) */
-	uint16_t frag_off;       /* IPv4 flags + offset, host order */
-	int ip_len_delta;        /* added to tot_len / payload_len */
-	size_t cut_to;           /* non-zero: frame truncated to this many bytes */
-	size_t pad_bytes;        /* Ethernet padding after the datagram */
-};
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v & 0xff;
-}
-
-/* Builds the frame into buf (FRAME_MAX bytes); returns its length. */
-static size_t frame_build(const struct frame_spec *s, uint8_t *buf)
-{
-	int family = s->family ? s->family : 4;
-	int l4 = s->l4 ? s->l4 : IPPROTO_TCP;
-	size_t plen = s->payload ? (s->payload_len ? s->payload_len : strlen(s->payload)) : 0;
-	size_t off = 0, l3, l4_off, l4_len, ip_hdr;
-	uint8_t doff = s->doff ? s->doff : 5;
-
-	memset(buf, 0, FRAME_MAX);
-	memcpy(buf, "\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02", 12);
-	off = 12;
-	for (int i = 0; i < 2; i++) {
-		if (!s->vlan_tpid[i])
-			continue;
-		put16(buf + off, s->vlan_tpid[i]);
-		put16(buf + off + 2, 100 + i);
-		off += 4;
-	}
-	put16(buf + off, family == 4 ? ETH_P_IP : ETH_P_IPV6);
-	off += 2;
-	l3 = off;
-
-	if (l4 == IPPROTO_TCP)
-		l4_len = (doff < 5 ? 5 : doff) * 4;
-	else
-		l4_len = 8; /* UDP header, or ICMP type/code/csum/id/seq */
-
-	if (family == 4) {
-		uint8_t ihl = s->ihl ? s->ihl : 5;
-		struct in_addr a;
-
-		ip_hdr = (ihl < 5 ? 5 : ihl) * 4;
-		inet_pton(AF_INET, s->src ? s->src : "192.0.2.10", &a);
-		buf[l3] = ((s->version ? s->version : 4) << 4) | (ihl & 0x0f);
-		put16(buf + l3 + 2, (uint16_t)(ip_hdr + l4_len + plen + s->ip_len_delta));
-		put16(buf + l3 + 6, s->frag_off);
-		buf[l3 + 8] = 64;
-		buf[l3 + 9] = (uint8_t)l4;
-		memcpy(buf + l3 + 12, &a, 4);
-		inet_pton(AF_INET, "198.51.100.1", buf + l3 + 16);
-		memset(buf + l3 + 20, 1, ip_hdr - 20); /* NOP options */
-	} else {
-		struct in6_addr a;
-
-		ip_hdr = 40;
-		inet_pton(AF_INET6, s->src ? s->src : "2001:db8:ffff::10", &a);
-		buf[l3] = (s->version ? s->version : 6) << 4;
-		put16(buf + l3 + 4, (uint16_t)(l4_len + plen + s->ip_len_delta));
-		buf[l3 + 6] = (uint8_t)l4;
-		buf[l3 + 7] = 64;
-		memcpy(buf + l3 + 8, &a, 16);
-		inet_pton(AF_INET6, "2001:db8::1", buf + l3 + 24);
-	}
-	l4_off = l3 + ip_hdr;
-	put16(buf + l4_off, 40000);
-	put16(buf + l4_off + 2, s->dport ? s->dport : HTTP_PORT);
-	if (l4 == IPPROTO_TCP) {
-		buf[l4_off + 12] = (uint8_t)(doff << 4);
-		buf[l4_off + 13] = 0x18; /* PSH|ACK */
-		put16(buf + l4_off + 14, 65535);
-		memset(buf + l4_off + 20, 1, l4_len - 20); /* NOP options */
-	} else if (l4 == IPPROTO_UDP) {
-		put16(buf + l4_off + 4, (uint16_t)(8 + plen));
-	} else {
-		buf[l4_off] = 8; /* echo request */
-	}
-	off = l4_off + l4_len;
-	if (plen)
-		memcpy(buf + off, s->payload, plen);
-	off += plen;
-	/* Padding that looks like a request: it must never be read as one. */
-	for (size_t i = 0; i < s->pad_bytes; i++)
-		buf[off + i] = "GET / HTTP/1.1\r\nClient-ID: pad\r\n"[i % 32];
-	off += s->pad_bytes;
-	if (s->cut_to && s->cut_to < off)
-		off = s->cut_to;
-	return off;
-}
 
 /* ---- fixture --------------------------------------------------------- */
 
@@ -843,7 +739,7 @@ static int non_tcp_passes(struct fx *f)
 	CHECK_EQ(run(f, &icmp6), TC_ACT_OK);
 	CHECK_EQ(run(f, &ext6), TC_ACT_OK);
 	CHECK_EQ(counter(f, CLIENT_REASON_NOT_TCP), 5);
-	put16(arp + 12, ETH_P_ARP);
+	frame_put16(arp + 12, ETH_P_ARP);
 	CHECK_EQ(run_frame(f, arp, sizeof(arp), 1), TC_ACT_OK);
 	CHECK_EQ(counter(f, CLIENT_REASON_NOT_IP), 1);
 	return 0;
@@ -870,8 +766,8 @@ static int vlan_tagged_packets_are_parsed(struct fx *f)
 	CHECK_EQ(run(f, &client), TC_ACT_SHOT);
 	len = frame_build(&three, frame);
 	memmove(frame + 20, frame + 16, len - 16);
-	put16(frame + 16, ETH_P_8021Q);
-	put16(frame + 18, 7);
+	frame_put16(frame + 16, ETH_P_8021Q);
+	frame_put16(frame + 18, 7);
 	CHECK_EQ(run_frame(f, frame, len + 4, 1), TC_ACT_OK);
 	CHECK_EQ(counter(f, CLIENT_REASON_NOT_IP), 1);
 	CHECK_EQ(counter(f, CLIENT_REASON_DENY), 2);

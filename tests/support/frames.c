@@ -6,7 +6,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-static void put16(uint8_t *p, uint16_t v)
+void frame_put16(uint8_t *p, uint16_t v)
 {
 	p[0] = v >> 8;
 	p[1] = v & 0xff;
@@ -26,11 +26,11 @@ size_t frame_build(const struct frame_spec *s, uint8_t *buf)
 	for (int i = 0; i < 2; i++) {
 		if (!s->vlan_tpid[i])
 			continue;
-		put16(buf + off, s->vlan_tpid[i]);
-		put16(buf + off + 2, 100 + i);
+		frame_put16(buf + off, s->vlan_tpid[i]);
+		frame_put16(buf + off + 2, 100 + i);
 		off += 4;
 	}
-	put16(buf + off, family == 4 ? ETH_P_IP : ETH_P_IPV6);
+	frame_put16(buf + off, family == 4 ? ETH_P_IP : ETH_P_IPV6);
 	off += 2;
 	l3 = off;
 
@@ -46,8 +46,8 @@ size_t frame_build(const struct frame_spec *s, uint8_t *buf)
 		ip_hdr = (ihl < 5 ? 5 : ihl) * 4;
 		inet_pton(AF_INET, s->src ? s->src : "192.0.2.10", &a);
 		buf[l3] = ((s->version ? s->version : 4) << 4) | (ihl & 0x0f);
-		put16(buf + l3 + 2, (uint16_t)(ip_hdr + l4_len + plen + s->ip_len_delta));
-		put16(buf + l3 + 6, s->frag_off);
+		frame_put16(buf + l3 + 2, (uint16_t)(ip_hdr + l4_len + plen + s->ip_len_delta));
+		frame_put16(buf + l3 + 6, s->frag_off);
 		buf[l3 + 8] = 64;
 		buf[l3 + 9] = (uint8_t)l4;
 		memcpy(buf + l3 + 12, &a, 4);
@@ -59,22 +59,22 @@ size_t frame_build(const struct frame_spec *s, uint8_t *buf)
 		ip_hdr = 40;
 		inet_pton(AF_INET6, s->src ? s->src : "2001:db8:ffff::10", &a);
 		buf[l3] = (s->version ? s->version : 6) << 4;
-		put16(buf + l3 + 4, (uint16_t)(l4_len + plen + s->ip_len_delta));
+		frame_put16(buf + l3 + 4, (uint16_t)(l4_len + plen + s->ip_len_delta));
 		buf[l3 + 6] = (uint8_t)l4;
 		buf[l3 + 7] = 64;
 		memcpy(buf + l3 + 8, &a, 16);
 		inet_pton(AF_INET6, "2001:db8::1", buf + l3 + 24);
 	}
 	l4_off = l3 + ip_hdr;
-	put16(buf + l4_off, 40000);
-	put16(buf + l4_off + 2, s->dport ? s->dport : FRAME_DEFAULT_DPORT);
+	frame_put16(buf + l4_off, 40000);
+	frame_put16(buf + l4_off + 2, s->dport ? s->dport : FRAME_DEFAULT_DPORT);
 	if (l4 == IPPROTO_TCP) {
 		buf[l4_off + 12] = (uint8_t)(doff << 4);
 		buf[l4_off + 13] = 0x18; /* PSH|ACK */
-		put16(buf + l4_off + 14, 65535);
+		frame_put16(buf + l4_off + 14, 65535);
 		memset(buf + l4_off + 20, 1, l4_len - 20); /* NOP options */
 	} else if (l4 == IPPROTO_UDP) {
-		put16(buf + l4_off + 4, (uint16_t)(8 + plen));
+		frame_put16(buf + l4_off + 4, (uint16_t)(8 + plen));
 	} else {
 		buf[l4_off] = 8; /* echo request */
 	}

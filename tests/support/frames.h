@@ -28,6 +28,9 @@ struct frame_spec {
 	size_t pad_bytes;        /* Ethernet padding after the datagram */
 };
 
+/* Writes v at p in network byte order. */
+void frame_put16(uint8_t *p, uint16_t v);
+
 /* Builds the frame into buf (FRAME_MAX bytes); returns its length. */
 size_t frame_build(const struct frame_spec *s, uint8_t *buf);
 

@@ -23,8 +23,8 @@
  * optional whitespace included) longer than CLIENT_FIELD_SCAN_BYTES is not
  * hashed. Keys longer than CLIENT_KEY_MAX_BYTES are never installed by user
  * space, so they stay proxy-only. The header name is at most
- * CLIENT_HEADER_NAME_MAX_LEN bytes (the program matches '\n' name ':' as one
- * 24-byte rolling pattern). */
+ * CLIENT_HEADER_NAME_MAX_LEN bytes (the program compares each header line's
+ * start against '\n' name ':', at most 24 bytes). */
 #define CLIENT_HTTP_WINDOW_BYTES 512
 #define CLIENT_KEY_MAX_BYTES 128
 #define CLIENT_FIELD_SCAN_BYTES 160

@@ -4,7 +4,8 @@
  * read; the search stops at the end of the header block; a field whose CR/LF
  * is not inside the window is never hashed. Header names match
  * case-insensitively, the value is trimmed of spaces and tabs, the first
- * field wins.
+ * field wins. Bytes past the segment are loaded in whole words but never
+ * decide anything.
  */
 #ifndef SLUICE_BPF_HTTP_H
 #define SLUICE_BPF_HTTP_H
@@ -13,44 +14,118 @@
 
 #define HTTP_METHOD_MAX_LEN 11
 
-/* '\n' name ':' as the last bytes of a 24-byte window held in three words,
- * newest byte lowest; mask selects the pattern's bytes. On the stack of
- * http_client_key, for one packet. */
-struct http_pattern {
-	__u64 w0, w1, w2;
-	__u64 m0, m1, m2;
-};
+/* The search's iterations: each one moves at least 2 bytes (a line that is
+ * not blank holds a byte before its LF) or 8 (a word without LF), so the
+ * window is always left before they run out. */
+#define HTTP_SCAN_STEPS (CLIENT_HTTP_WINDOW_BYTES / 2 + 1)
 
-static __always_inline __u8 http_lower(__u8 c)
+#define HTTP_ONES 0x0101010101010101ull
+#define HTTP_HIGHS 0x8080808080808080ull
+
+static __always_inline __u64 http_load64(const void *p)
 {
-	return (__u8)(c - 'A') < 26 ? c + ('a' - 'A') : c;
+	/* Unaligned: fine for map values on the JITs with efficient unaligned
+	 * access (x86-64, arm64), which the verifier then does not refuse. */
+	__u64 v = *(const __u64 *)p;
+
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
 }
 
-static __always_inline void http_roll(__u64 *w0, __u64 *w1, __u64 *w2, __u8 c)
+/* 0x80 in every byte equal to c, exactly (no borrow between bytes). */
+static __always_inline __u64 http_bytes_eq(__u64 x, __u8 c)
 {
-	*w2 = (*w2 << 8) | (*w1 >> 56);
-	*w1 = (*w1 << 8) | (*w0 >> 56);
-	*w0 = (*w0 << 8) | c;
+	__u64 v = x ^ (HTTP_ONES * c);
+
+	return ~(((v & ~HTTP_HIGHS) + ~HTTP_HIGHS) | v) & HTTP_HIGHS;
+}
+
+/* 0x80 in every byte from lo to hi (ASCII, lo <= hi), exactly. */
+static __always_inline __u64 http_bytes_in(__u64 x, __u8 lo, __u8 hi)
+{
+	__u64 x7 = x & ~HTTP_HIGHS;
+	__u64 ge_lo = x7 + HTTP_ONES * (0x80 - lo);
+	__u64 gt_hi = x7 + HTTP_ONES * (0x80 - hi - 1);
+
+	return ge_lo & ~gt_hi & ~x & HTTP_HIGHS;
+}
+
+/* The low `bytes` bytes (0..8) of a word. */
+static __always_inline __u64 http_low_bytes(__s32 bytes)
+{
+	if (bytes <= 0)
+		return 0;
+	if (bytes >= 8)
+		return ~0ull;
+	return (1ull << (8 * bytes)) - 1;
+}
+
+/* Byte offset of the lowest byte with 0x80 set in t (t != 0). */
+static __always_inline __u32 http_lowest_flag(__u64 t)
+{
+	/* (t & -t) >> 7 is 1 << 8k; times bytes 07..00 puts k in the top. */
+	return (__u32)((((t & -t) >> 7) * 0x0001020304050607ull) >> 56);
+}
+
+/* The words of '\n' name (the line break before the field, then its name)
+ * hold a blank line ("\n\n" or "\n\r\n"): every match would be past the end
+ * of the header block. q holds those name_len + 1 bytes, zero after. */
+static __always_inline int http_blank_line_in(const __u64 q[3])
+{
+	__u64 nl[3], cr[3], blank = 0;
+
+#pragma clang loop unroll(full)
+	for (int i = 0; i < 3; i++) {
+		nl[i] = http_bytes_eq(q[i], '\n');
+		cr[i] = http_bytes_eq(q[i], '\r');
+	}
+#pragma clang loop unroll(full)
+	for (int i = 0; i < 3; i++) {
+		__u64 nl1 = nl[i] << 8, cr1 = cr[i] << 8, nl2 = nl[i] << 16;
+
+		if (i > 0) {
+			nl1 |= nl[i - 1] >> 56;
+			cr1 |= cr[i - 1] >> 56;
+			nl2 |= nl[i - 1] >> 48;
+		}
+		blank |= nl[i] & (nl1 | (cr1 & nl2));
+	}
+	return blank != 0;
 }
 
 static __always_inline int http_pattern_build(const struct client_global_config *g,
 					      struct http_pattern *p)
 {
 	__u32 len = g->client_id_header_len;
+	__u64 name[3], q[3], newlines = 0;
 
 	if (len == 0 || len > CLIENT_HEADER_NAME_MAX_LEN)
 		return -CLIENT_REASON_NO_HEADER;
-	__builtin_memset(p, 0, sizeof(*p));
-	http_roll(&p->w0, &p->w1, &p->w2, '\n');
-	http_roll(&p->m0, &p->m1, &p->m2, 0xff);
-	for (__u32 i = 0; i < CLIENT_HEADER_NAME_MAX_LEN; i++) {
-		if (i >= len)
-			break;
-		http_roll(&p->w0, &p->w1, &p->w2, http_lower(g->client_id_header[i]));
-		http_roll(&p->m0, &p->m1, &p->m2, 0xff);
+#pragma clang loop unroll(full)
+	for (int i = 0; i < 3; i++) {
+		__u64 in_name = http_low_bytes((__s32)len - 8 * i);
+		__u64 upper, lower;
+
+		name[i] = http_load64(g->client_id_header + 8 * i);
+		upper = http_bytes_in(name[i], 'A', 'Z');
+		lower = name[i] | (upper >> 2);
+		p->mask[i] = http_low_bytes((__s32)len + 1 - 8 * i);
+		p->word[i] = lower & in_name;
+		if (len >= 8u * i && len < 8u * i + 8)
+			p->word[i] |= (__u64)':' << (8 * (len - 8 * i));
+		p->fold[i] = (http_bytes_in(lower, 'a', 'z') >> 2) & in_name;
+		newlines |= http_bytes_eq(name[i], '\n') & in_name;
 	}
-	http_roll(&p->w0, &p->w1, &p->w2, ':');
-	http_roll(&p->m0, &p->m1, &p->m2, 0xff);
+	p->colon = len;
+	p->never = 0;
+	if (newlines) {
+		q[0] = ((name[0] << 8) | '\n') & p->mask[0];
+		q[1] = ((name[1] << 8) | (name[0] >> 56)) & p->mask[1];
+		q[2] = ((name[2] << 8) | (name[1] >> 56)) & p->mask[2];
+		p->never = http_blank_line_in(q);
+	}
 	return 0;
 }
 
@@ -72,22 +147,57 @@ static __always_inline int http_is_request(const struct http_scratch *s, __u32 l
 	return 0;
 }
 
-/* Offset of the ':' ending the field name, or a negative reason. One pass,
- * one live path per byte: the verifier walks it once per iteration. */
-static __always_inline int http_find_field(const struct http_scratch *s, __u32 len,
+/* The name and its ':' start at line (< CLIENT_HTTP_WINDOW_BYTES). */
+static __always_inline int http_name_at(const struct http_scratch *s, __u32 line,
+					const struct http_pattern *p)
+{
+#pragma clang loop unroll(full)
+	for (int i = 0; i < 3; i++) {
+		__u64 w = http_load64(s->buf + line + 8 * i);
+
+		if (((w | p->fold[i]) & p->mask[i]) != p->word[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* Offset of the ':' ending the field name, or a negative reason. Visits the
+ * line starts (the byte after each LF) in order, finding each LF a word at
+ * a time; at a line start, a blank line ends the header block, else the
+ * name is compared in three words. A field can only start at a line start,
+ * and every "\n\n" or "\n\r\n" begins one, so this finds what a byte-wise
+ * search for '\n' name ':' that stops at the first blank line finds. The
+ * position goes through memory at the end of every iteration, so all the
+ * ways through one iteration reach the next in the same state and the
+ * verifier walks each iteration once. */
+static __always_inline int http_find_field(struct http_scratch *s, __u32 len,
 					   const struct http_pattern *p)
 {
-	__u64 w0 = 0, w1 = 0, w2 = 0;
+	WRITE_ONCE(s->scan_off, 0);
+	for (__u32 step = 0; step < HTTP_SCAN_STEPS; step++) {
+		__u32 pos = READ_ONCE(s->scan_off), line;
+		__u64 lf;
+		__u8 c;
 
-	for (__u32 i = 0; i < CLIENT_HTTP_WINDOW_BYTES; i++) {
-		if (i >= len)
+		if (pos >= len || pos >= CLIENT_HTTP_WINDOW_BYTES)
 			return -CLIENT_REASON_NO_HEADER;
-		http_roll(&w0, &w1, &w2, http_lower(s->buf[i]));
+		lf = http_bytes_eq(http_load64(s->buf + pos), '\n');
+		if (lf == 0) {
+			WRITE_ONCE(s->scan_off, pos + 8);
+			continue;
+		}
+		line = pos + http_lowest_flag(lf) + 1;
+		if (line >= len || line >= CLIENT_HTTP_WINDOW_BYTES)
+			return -CLIENT_REASON_NO_HEADER;
 		/* "\n\n" or "\n\r\n": the header block is over, a body follows. */
-		if ((w0 & 0xffff) == 0x0a0a || (w0 & 0xffffff) == 0x0a0d0a)
+		c = s->buf[line];
+		if (c == '\n')
 			return -CLIENT_REASON_NO_HEADER;
-		if ((w0 & p->m0) == p->w0 && (w1 & p->m1) == p->w1 && (w2 & p->m2) == p->w2)
-			return i;
+		if (c == '\r' && line + 1 < len && s->buf[line + 1] == '\n')
+			return -CLIENT_REASON_NO_HEADER;
+		if (line + p->colon < len && http_name_at(s, line, p))
+			return line + p->colon;
+		WRITE_ONCE(s->scan_off, line);
 	}
 	return -CLIENT_REASON_NO_HEADER;
 }
@@ -137,27 +247,38 @@ static __always_inline int http_hash_value(const struct http_scratch *s, __u32 s
 /* The window's request, searched and hashed: 0 and *hash set, or a negative
  * reason. A global (not inlined) function: the verifier checks it once, with
  * unknown arguments, instead of once for every way of reaching it (VLAN
- * tags, address family, header name length), which would multiply its
- * 512-byte loop beyond the verifier's budget. Pointers may be NULL to the
- * verifier's eyes, hence the check. */
-__noinline int http_key_hash(struct http_scratch *s, __u32 len, const struct http_pattern *pat,
-			     __u64 *hash)
+ * tags, address family), which would multiply its loops beyond the
+ * verifier's budget. Pointers may be NULL to the verifier's eyes, hence the
+ * check. */
+__noinline int http_key_hash(struct http_scratch *s, __u32 len,
+			     const struct client_global_config *g, __u64 *hash)
 {
+	const struct http_pattern *pat;
 	__u32 start;
 	int ret;
 
-	if (!s || !pat || !hash)
+	if (!s || !g || !hash)
 		return -CLIENT_REASON_NO_HEADER;
+	/* Built into memory and read back from there: the build's branches
+	 * leave differently known values, and the verifier would walk the
+	 * whole search once for each mix of them. */
+	ret = http_pattern_build(g, &s->pat);
+	if (ret < 0)
+		return ret;
+	barrier();
+	pat = &s->pat;
 	if (len > CLIENT_HTTP_WINDOW_BYTES)
 		return -CLIENT_REASON_NO_HEADER;
 	if (!http_is_request(s, len))
 		return -CLIENT_REASON_NOT_REQUEST;
+	if (pat->never)
+		return -CLIENT_REASON_NO_HEADER;
 	ret = http_find_field(s, len, pat);
 	if (ret < 0)
 		return ret;
-	/* Each iteration of the search exits with its own constant offset;
+	/* The search exits with a different offset range in each iteration;
 	 * going through memory turns it into one unknown value, so the value
-	 * scan is verified once instead of once per possible offset. */
+	 * scan is verified once instead of once per iteration. */
 	WRITE_ONCE(s->colon_off, ret);
 	start = READ_ONCE(s->colon_off) + 1;
 	return http_hash_value(s, start, len, hash);
@@ -168,15 +289,17 @@ __noinline int http_key_hash(struct http_scratch *s, __u32 len, const struct htt
 static __always_inline int http_client_key(struct __sk_buff *skb,
 					   const struct client_global_config *g, struct pkt *pkt)
 {
-	struct http_pattern pat;
 	struct http_scratch *s;
 	__u32 zero = 0, len;
 	__u64 hash = 0;
 	int ret;
 
-	ret = http_pattern_build(g, &pat);
-	if (ret < 0)
-		return ret;
+	/* Checked first, as before anything is read: a name the kernel does
+	 * not match is NO_HEADER whatever the payload. http_key_hash checks
+	 * it again on what it builds the pattern from. */
+	if (g->client_id_header_len == 0 ||
+	    g->client_id_header_len > CLIENT_HEADER_NAME_MAX_LEN)
+		return -CLIENT_REASON_NO_HEADER;
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return -CLIENT_REASON_NO_HEADER;
@@ -187,7 +310,7 @@ static __always_inline int http_client_key(struct __sk_buff *skb,
 		return -CLIENT_REASON_NO_PAYLOAD;
 	if (bpf_skb_load_bytes(skb, pkt->payload_off, s->buf, len) < 0)
 		return -CLIENT_REASON_TRUNCATED;
-	ret = http_key_hash(s, len, &pat, &hash);
+	ret = http_key_hash(s, len, g, &hash);
 	if (ret < 0)
 		return ret;
 	pkt->key_hash = hash;

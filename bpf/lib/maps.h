@@ -8,6 +8,22 @@
 
 #include "common.h"
 
+/* A name compare loads three words at any line start inside the window. */
+#define HTTP_OVERREAD_BYTES 24
+
+/* name ':' as it must appear at a line start, in three little-endian words
+ * (byte 0 of the line lowest). A window word w matches word i when
+ * ((w | fold[i]) & mask[i]) == word[i]: fold sets 0x20 on the name's
+ * letters, which makes 'C' and 'c' alike and nothing else. Built by http.h
+ * for each packet into http_scratch; read back only from there. */
+struct http_pattern {
+	__u64 word[3]; /* lower-cased name, then ':' */
+	__u64 fold[3];
+	__u64 mask[3]; /* the name_len + 1 bytes that take part */
+	__u32 colon;   /* the ':' offset from the line start: the name length */
+	__u32 never;   /* the name holds a blank line: no field can match */
+};
+
 /* Client id -> its limit. Preallocated: updates never fail for memory. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -79,11 +95,15 @@ struct {
 } reason_counters SEC(".maps");
 
 /* The payload window being inspected. Per CPU: a TC run does not migrate and
- * does not nest on one CPU, and 512 bytes do not fit the 512-byte stack. */
+ * does not nest on one CPU, and 512 bytes do not fit the 512-byte stack.
+ * Bytes from the segment's length on are stale (an earlier packet's or
+ * zero): http.h reads them in whole words but never lets them decide. */
 struct http_scratch {
 	__u8 buf[CLIENT_HTTP_WINDOW_BYTES];
+	__u8 overread[HTTP_OVERREAD_BYTES]; /* 24-byte loads at any offset < 512 */
+	struct http_pattern pat; /* see http.h: the verifier sees one pattern */
 	__u32 colon_off; /* see http.h: forgets which iteration found it */
-	__u32 pad0;
+	__u32 scan_off;  /* see http.h: the search's position, same reason */
 };
 
 struct {

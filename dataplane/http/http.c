@@ -1,0 +1,811 @@
+/* http.c - RFC 9112 request-head parser and chunked body decoder (http.h).
+ *
+ * The head is parsed in one forward pass over at most max_head_bytes, with a
+ * 256-entry byte-class table in the hot loops. Every decision depends only on
+ * bytes already seen, so a prefix of a request yields -EAGAIN or the same
+ * error as the whole request. Nothing here allocates or keeps global state.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <string.h>
+
+enum {
+	C_TCHAR = 1,  /* RFC 9110 tchar: method, field name, coding */
+	C_VALUE = 2,  /* field-value byte: VCHAR, obs-text, SP, HTAB */
+	C_TARGET = 4, /* request-target byte: visible ASCII */
+	C_HOST = 8,   /* uri-host / port byte (reg-name, IP-literal, ':') */
+};
+
+static const uint8_t ctype[256] = {
+	 0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0, /* 0x00 */
+	 0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 0x10 */
+	 2, 15,  6,  7, 15, 15, 15, 15, 14, 14, 15, 15, 14, 15, 15,  6, /* 0x20 */
+	15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 14, 14,  6, 14,  6,  6, /* 0x30 */
+	 6, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, /* 0x40 */
+	15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 14,  6, 14,  7, 15, /* 0x50 */
+	 7, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, /* 0x60 */
+	15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,  6,  7,  6, 15,  0, /* 0x70 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0x80 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0x90 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xa0 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xb0 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xc0 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xd0 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xe0 */
+	 2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* 0xf0 */
+};
+
+#define IS(c, cls) (ctype[(unsigned char)(c)] & (cls))
+
+/* Limits with defaults filled in; lives for one call. */
+struct limits_eff {
+	size_t max_head;
+	size_t max_fields;
+	size_t max_target;
+	uint64_t max_body;
+	size_t max_ext;
+	const char *cid;
+	size_t cid_len;
+};
+
+/* What the fields said, gathered while parsing; lives for one call. */
+struct head_state {
+	bool have_cl;
+	bool have_te;
+	bool te_last_chunked;	  /* the last coding so far is chunked */
+	bool te_chunked_nonfinal; /* chunked followed by another coding */
+	bool te_chunked_twice;
+	bool te_other;		  /* a coding other than chunked */
+	bool conn_close;
+	bool conn_keep_alive;
+	bool expect_continue;
+	bool expect_other;
+};
+
+static void limits_resolve(const struct http_limits *lim, struct limits_eff *e)
+{
+	static const struct http_limits none;
+
+	if (!lim)
+		lim = &none;
+	e->max_head = lim->max_head_bytes ? lim->max_head_bytes : HTTP_DEFAULT_MAX_HEAD_BYTES;
+	e->max_fields = lim->max_fields ? lim->max_fields : HTTP_DEFAULT_MAX_FIELDS;
+	e->max_target = lim->max_target_bytes ? lim->max_target_bytes : HTTP_DEFAULT_MAX_TARGET_BYTES;
+	e->max_body = lim->max_body_bytes ? lim->max_body_bytes : HTTP_DEFAULT_MAX_BODY_BYTES;
+	e->max_ext = lim->max_chunk_ext_bytes ? lim->max_chunk_ext_bytes
+					      : HTTP_DEFAULT_MAX_CHUNK_EXT_BYTES;
+	e->cid = lim->client_id_name;
+	e->cid_len = e->cid ? strlen(e->cid) : 0;
+}
+
+static int fail(struct http_request *req, enum http_error e)
+{
+	req->error = e;
+	return -EBADMSG;
+}
+
+/* ASCII case-insensitive equality; lit is lower case. Not tolower(): the
+ * locale must not change what a header name means. */
+static bool ieq(const char *s, size_t len, const char *lit, size_t lit_len)
+{
+	if (len != lit_len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char a = (unsigned char)s[i], b = (unsigned char)lit[i];
+
+		if (a >= 'A' && a <= 'Z')
+			a += 'a' - 'A';
+		if (b >= 'A' && b <= 'Z')
+			b += 'a' - 'A';
+		if (a != b)
+			return false;
+	}
+	return true;
+}
+
+#define IEQ(s, len, lit) ieq((s), (len), lit, sizeof(lit) - 1)
+
+static bool is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Next non-empty element of a comma list in [*p, end), OWS trimmed. RFC
+ * 9110 5.6.1 asks recipients to skip empty elements. */
+static bool list_next(const char **p, const char *end, const char **el, size_t *el_len)
+{
+	while (*p < end) {
+		const char *s = *p, *comma = memchr(s, ',', (size_t)(end - s));
+		const char *e = comma ? comma : end;
+
+		*p = comma ? comma + 1 : end;
+		while (s < e && is_ows(*s))
+			s++;
+		while (e > s && is_ows(e[-1]))
+			e--;
+		if (e > s) {
+			*el = s;
+			*el_len = (size_t)(e - s);
+			return true;
+		}
+	}
+	return false;
+}
+
+static int parse_content_length(struct http_request *req, struct head_state *hs, const char *v,
+				size_t len)
+{
+	int64_t n = 0;
+
+	if (hs->have_cl)
+		return fail(req, HTTP_ERR_DUP_CONTENT_LENGTH);
+	hs->have_cl = true;
+	if (len == 0)
+		return fail(req, HTTP_ERR_BAD_CONTENT_LENGTH);
+	for (size_t i = 0; i < len; i++) {
+		unsigned d = (unsigned char)v[i] - '0';
+
+		if (d > 9 || n > (INT64_MAX - (int64_t)d) / 10)
+			return fail(req, HTTP_ERR_BAD_CONTENT_LENGTH);
+		n = n * 10 + (int64_t)d;
+	}
+	req->content_length = n;
+	return 0;
+}
+
+/* transfer-coding = token *( OWS ";" OWS transfer-parameter ); only the
+ * coding name matters, parameters make a coding other than plain chunked. */
+static int parse_transfer_encoding(struct http_request *req, struct head_state *hs, const char *v,
+				   size_t len)
+{
+	const char *p = v, *end = v + len, *el;
+	size_t el_len;
+
+	hs->have_te = true;
+	while (list_next(&p, end, &el, &el_len)) {
+		size_t tok = 0;
+
+		while (tok < el_len && IS(el[tok], C_TCHAR))
+			tok++;
+		if (tok == 0)
+			return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
+		if (tok < el_len) {
+			size_t i = tok;
+
+			while (i < el_len && is_ows(el[i]))
+				i++;
+			if (i == el_len || el[i] != ';')
+				return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
+		}
+		if (tok == el_len && IEQ(el, el_len, "chunked")) {
+			if (hs->te_last_chunked || hs->te_chunked_nonfinal)
+				hs->te_chunked_twice = true;
+			hs->te_last_chunked = true;
+		} else {
+			if (hs->te_last_chunked)
+				hs->te_chunked_nonfinal = true;
+			hs->te_last_chunked = false;
+			hs->te_other = true;
+		}
+	}
+	return 0;
+}
+
+static int parse_host(struct http_request *req, const char *v, size_t len)
+{
+	if (req->host.ptr)
+		return fail(req, HTTP_ERR_HOST_DUPLICATE);
+	for (size_t i = 0; i < len; i++)
+		if (!IS(v[i], C_HOST))
+			return fail(req, HTTP_ERR_BAD_HOST);
+	req->host.ptr = v;
+	req->host.len = len;
+	return 0;
+}
+
+/* Interprets the fields the proxy needs, so it never scans the head again. */
+static int interpret_field(struct http_request *req, struct head_state *hs,
+			   const struct limits_eff *L, const char *name, size_t nlen,
+			   const char *v, size_t vlen)
+{
+	const char *p = v, *end = v + vlen, *el;
+	size_t el_len;
+
+	if (nlen == L->cid_len && !req->client_id.ptr && ieq(name, nlen, L->cid, L->cid_len)) {
+		req->client_id.ptr = v;
+		req->client_id.len = vlen;
+	}
+	switch (nlen) {
+	case 4:
+		if (IEQ(name, nlen, "host"))
+			return parse_host(req, v, vlen);
+		break;
+	case 6:
+		if (IEQ(name, nlen, "expect")) {
+			while (list_next(&p, end, &el, &el_len)) {
+				if (IEQ(el, el_len, "100-continue"))
+					hs->expect_continue = true;
+				else
+					hs->expect_other = true;
+			}
+		}
+		break;
+	case 10:
+		if (IEQ(name, nlen, "connection")) {
+			while (list_next(&p, end, &el, &el_len)) {
+				if (IEQ(el, el_len, "close"))
+					hs->conn_close = true;
+				else if (IEQ(el, el_len, "keep-alive"))
+					hs->conn_keep_alive = true;
+			}
+		}
+		break;
+	case 14:
+		if (IEQ(name, nlen, "content-length"))
+			return parse_content_length(req, hs, v, vlen);
+		break;
+	case 17:
+		if (IEQ(name, nlen, "transfer-encoding"))
+			return parse_transfer_encoding(req, hs, v, vlen);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Splits the target into authority, path and query views. */
+static void split_target(struct http_request *req)
+{
+	const char *t = req->target.ptr, *end = t + req->target.len, *p = t, *q;
+
+	if (t[0] == '/') {
+		req->target_form = HTTP_TARGET_ORIGIN;
+	} else if (req->target.len == 1 && t[0] == '*') {
+		req->target_form = HTTP_TARGET_ASTERISK;
+		req->path = req->target;
+		return;
+	} else {
+		/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+		const char *s = t;
+
+		if ((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z') {
+			s++;
+			while (s < end && (((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z') ||
+					   (*s >= '0' && *s <= '9') || *s == '+' || *s == '-' ||
+					   *s == '.'))
+				s++;
+		}
+		if (s > t && end - s >= 3 && memcmp(s, "://", 3) == 0) {
+			req->target_form = HTTP_TARGET_ABSOLUTE;
+			p = s + 3;
+			q = p;
+			while (q < end && *q != '/' && *q != '?')
+				q++;
+			req->authority.ptr = p;
+			req->authority.len = (size_t)(q - p);
+			p = q;
+		} else {
+			req->target_form = HTTP_TARGET_AUTHORITY;
+			req->authority = req->target;
+			return;
+		}
+	}
+	q = memchr(p, '?', (size_t)(end - p));
+	req->path.ptr = p;
+	req->path.len = (size_t)((q ? q : end) - p);
+	if (q) {
+		req->query.ptr = q + 1;
+		req->query.len = (size_t)(end - q - 1);
+	}
+}
+
+/* Whole-head checks, once the empty line has been seen. */
+static int finish_head(struct http_request *req, const struct head_state *hs,
+		       const struct limits_eff *L)
+{
+	if (hs->have_te) {
+		/* RFC 9112 6.3: CL with TE is a smuggling vector; a proxy must
+		 * not forward both, and refusing is the simplest safe answer. */
+		if (hs->have_cl)
+			return fail(req, HTTP_ERR_CL_AND_TE);
+		if (req->version_minor == 0 || !hs->te_last_chunked || hs->te_chunked_nonfinal ||
+		    hs->te_chunked_twice)
+			return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
+		if (hs->te_other)
+			return fail(req, HTTP_ERR_TE_UNSUPPORTED);
+		req->chunked = true;
+	}
+	if (req->version_minor == 1 && !req->host.ptr)
+		return fail(req, HTTP_ERR_HOST_MISSING);
+	if (hs->expect_other)
+		return fail(req, HTTP_ERR_EXPECTATION);
+	/* RFC 9110 10.1.1: 100-continue in HTTP/1.0 is ignored. */
+	req->expect_continue = hs->expect_continue && req->version_minor == 1;
+	if (req->content_length > 0 && (uint64_t)req->content_length > L->max_body)
+		return fail(req, HTTP_ERR_BODY_TOO_LARGE);
+	if (hs->conn_close)
+		req->keep_alive = false;
+	else
+		req->keep_alive = req->version_minor == 1 || hs->conn_keep_alive;
+	return 0;
+}
+
+static int parse_head(const char *buf, size_t len, struct http_request *req,
+		      const struct limits_eff *L)
+{
+	/* Never look past the head limit: running out of bytes there is 431,
+	 * before it -EAGAIN. */
+	size_t end = len < L->max_head ? len : L->max_head;
+	struct head_state hs = { 0 };
+	size_t p = 0, start;
+	int r;
+
+#define NEED(n)                              \
+	do {                                 \
+		if (end - p < (size_t)(n))   \
+			goto out_incomplete; \
+	} while (0)
+
+	/* RFC 9112 2.2: empty lines before the request line are ignored. */
+	for (;;) {
+		NEED(1);
+		if (buf[p] == '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		if (buf[p] != '\r')
+			break;
+		NEED(2);
+		if (buf[p + 1] != '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		p += 2;
+	}
+
+	/* method SP */
+	start = p;
+	while (p < end && IS(buf[p], C_TCHAR))
+		p++;
+	NEED(1);
+	if (p == start || buf[p] != ' ')
+		return fail(req, buf[p] == '\r' || buf[p] == '\n' || buf[p] == ' ' ? HTTP_ERR_SYNTAX
+										     : HTTP_ERR_BAD_CHAR);
+	req->method.ptr = buf + start;
+	req->method.len = p - start;
+	p++;
+
+	/* request-target SP */
+	start = p;
+	while (p < end && IS(buf[p], C_TARGET))
+		p++;
+	if (p - start > L->max_target)
+		return fail(req, HTTP_ERR_TARGET_TOO_LONG);
+	NEED(1);
+	if (p == start || buf[p] != ' ')
+		return fail(req, buf[p] == '\r' || buf[p] == '\n' || buf[p] == ' ' ? HTTP_ERR_SYNTAX
+										     : HTTP_ERR_BAD_CHAR);
+	req->target.ptr = buf + start;
+	req->target.len = p - start;
+	p++;
+
+	/* HTTP-version CRLF: "HTTP/" DIGIT "." DIGIT, case-sensitive */
+	NEED(9);
+	if (memcmp(buf + p, "HTTP/", 5) != 0 || (unsigned)(buf[p + 5] - '0') > 9 ||
+	    buf[p + 6] != '.' || (unsigned)(buf[p + 7] - '0') > 9)
+		return fail(req, HTTP_ERR_SYNTAX);
+	if (buf[p + 8] == '\n')
+		return fail(req, HTTP_ERR_BARE_LF);
+	if (buf[p + 8] != '\r')
+		return fail(req, HTTP_ERR_SYNTAX);
+	if (buf[p + 5] != '1' || (buf[p + 7] != '0' && buf[p + 7] != '1'))
+		return fail(req, HTTP_ERR_VERSION);
+	NEED(10);
+	if (buf[p + 9] != '\n')
+		return fail(req, HTTP_ERR_BARE_LF);
+	req->version_minor = buf[p + 7] - '0';
+	p += 10;
+
+	/* *( field-line CRLF ) CRLF */
+	for (;;) {
+		size_t name, name_len, value, value_end;
+
+		NEED(1);
+		if (buf[p] == '\r') {
+			NEED(2);
+			if (buf[p + 1] != '\n')
+				return fail(req, HTTP_ERR_BARE_LF);
+			p += 2;
+			break;
+		}
+		if (buf[p] == '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		/* Also whitespace before the first field (RFC 9112 2.2). */
+		if (is_ows(buf[p]))
+			return fail(req, HTTP_ERR_OBS_FOLD);
+		if (req->num_headers >= L->max_fields ||
+		    (req->headers && req->num_headers >= req->headers_cap))
+			return fail(req, HTTP_ERR_TOO_MANY_FIELDS);
+
+		name = p;
+		while (p < end && IS(buf[p], C_TCHAR))
+			p++;
+		NEED(1);
+		if (buf[p] != ':') {
+			if (is_ows(buf[p]))
+				return fail(req, HTTP_ERR_SPACE_BEFORE_COLON);
+			return fail(req, HTTP_ERR_BAD_CHAR);
+		}
+		if (p == name)
+			return fail(req, HTTP_ERR_SYNTAX);
+		name_len = p - name;
+		p++;
+
+		while (p < end && is_ows(buf[p]))
+			p++;
+		value = p;
+		while (p < end && IS(buf[p], C_VALUE))
+			p++;
+		NEED(1);
+		if (buf[p] == '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		if (buf[p] != '\r')
+			return fail(req, HTTP_ERR_BAD_CHAR);
+		NEED(2);
+		if (buf[p + 1] != '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		value_end = p;
+		while (value_end > value && is_ows(buf[value_end - 1]))
+			value_end--;
+		p += 2;
+
+		if (req->headers) {
+			struct http_header *h = &req->headers[req->num_headers];
+
+			h->name.ptr = buf + name;
+			h->name.len = name_len;
+			h->value.ptr = buf + value;
+			h->value.len = value_end - value;
+		}
+		req->num_headers++;
+		r = interpret_field(req, &hs, L, buf + name, name_len, buf + value,
+				    value_end - value);
+		if (r < 0)
+			return r;
+	}
+#undef NEED
+
+	split_target(req);
+	r = finish_head(req, &hs, L);
+	if (r < 0)
+		return r;
+	return (int)p;
+
+out_incomplete:
+	return len > L->max_head ? fail(req, HTTP_ERR_HEAD_TOO_LARGE) : -EAGAIN;
+}
+
+/* Could buf[0..len) hold a complete head, given that buf[0..last_len) did
+ * not? Looks only at new bytes (and the 3 before them) for CRLF CRLF; a bare
+ * LF also says yes, so that the full parse reports it now. */
+static bool may_be_complete(const char *buf, size_t len, size_t last_len)
+{
+	size_t i = last_len >= 3 ? last_len - 3 : 0;
+
+	for (;;) {
+		const char *lf = memchr(buf + i, '\n', len - i);
+
+		if (!lf)
+			return false;
+		i = (size_t)(lf - buf);
+		if (i == 0 || buf[i - 1] != '\r')
+			return true;
+		if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r')
+			return true;
+		i++;
+	}
+}
+
+int http_parse_request(const char *buf, size_t len, size_t last_len, struct http_request *req,
+		       const struct http_limits *lim)
+{
+	struct http_header *headers = req->headers;
+	size_t headers_cap = req->headers_cap;
+	struct limits_eff L;
+
+	limits_resolve(lim, &L);
+	memset(req, 0, sizeof(*req));
+	req->headers = headers;
+	req->headers_cap = headers_cap;
+	req->content_length = -1;
+
+	/* Head sizes are bounded well below INT_MAX by max_head_bytes, but a
+	 * caller could configure anything. */
+	if (L.max_head > INT32_MAX)
+		L.max_head = INT32_MAX;
+	if (last_len != 0 && last_len < len && len <= L.max_head &&
+	    !may_be_complete(buf, len, last_len))
+		return -EAGAIN;
+	return parse_head(buf, len, req, &L);
+}
+
+/* ---- chunked ------------------------------------------------------------ */
+
+enum chunk_state {
+	CH_SIZE_FIRST,	  /* first hex digit of a chunk-size */
+	CH_SIZE,	  /* more hex digits, or what ends the size */
+	CH_EXT_BWS,	  /* BWS after the size, before ';' */
+	CH_EXT,		  /* inside chunk-ext, up to CR */
+	CH_SIZE_LF,	  /* LF ending the size line */
+	CH_DATA,
+	CH_DATA_CR,	  /* CRLF after chunk-data */
+	CH_DATA_LF,
+	CH_TRAILER_LINE,  /* start of a trailer field line or the final CRLF */
+	CH_TRAILER_NAME,
+	CH_TRAILER_VALUE,
+	CH_TRAILER_LF,	  /* LF ending a trailer field line */
+	CH_END_LF,	  /* LF of the final empty line */
+	CH_DONE,
+	CH_FAILED,
+};
+
+void http_chunked_init(struct http_chunked *c, const struct http_limits *lim)
+{
+	struct limits_eff L;
+
+	limits_resolve(lim, &L);
+	memset(c, 0, sizeof(*c));
+	c->max_body_bytes = L.max_body;
+	c->max_ext_bytes = L.max_ext;
+	c->max_trailer_bytes = L.max_head;
+	c->state = CH_SIZE_FIRST;
+}
+
+static int hex_value(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch |= 0x20;
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+int http_chunked_decode(struct http_chunked *c, char *buf, size_t *len)
+{
+	size_t src = 0, dst = 0, n = *len, left;
+	enum http_error err;
+
+	if (c->state == CH_DONE || c->state == CH_FAILED) {
+		err = c->error != HTTP_OK ? c->error : HTTP_ERR_BAD_CHUNK;
+		goto out_fail;
+	}
+	while (src < n) {
+		unsigned char ch = (unsigned char)buf[src];
+		int h;
+
+		if (c->state >= CH_TRAILER_LINE && ++c->count > c->max_trailer_bytes) {
+			err = HTTP_ERR_TRAILER_TOO_LARGE;
+			goto out_fail;
+		}
+		switch (c->state) {
+		case CH_SIZE_FIRST:
+		case CH_SIZE:
+			h = hex_value(ch);
+			if (h >= 0) {
+				/* 16 digits fill 64 bits; more (even leading
+				 * zeros) would let a client stall us forever. */
+				if (++c->count > 16) {
+					err = HTTP_ERR_BAD_CHUNK;
+					goto out_fail;
+				}
+				c->chunk_left = c->chunk_left << 4 | (uint64_t)h;
+				c->state = CH_SIZE;
+				break;
+			}
+			if (c->state == CH_SIZE_FIRST) {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			if (c->chunk_left > c->max_body_bytes - c->body_bytes) {
+				err = HTTP_ERR_BODY_TOO_LARGE;
+				goto out_fail;
+			}
+			c->count = 0;
+			if (ch == '\r') {
+				c->state = CH_SIZE_LF;
+			} else if (ch == ';' || is_ows((char)ch)) {
+				c->state = ch == ';' ? CH_EXT : CH_EXT_BWS;
+				c->count = 1;
+			} else {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			break;
+		case CH_EXT_BWS:
+		case CH_EXT:
+			if (ch == '\r' && c->state == CH_EXT) {
+				c->state = CH_SIZE_LF;
+				break;
+			}
+			if (c->state == CH_EXT_BWS && ch == ';')
+				c->state = CH_EXT;
+			else if (c->state == CH_EXT_BWS ? !is_ows((char)ch) : !IS(ch, C_VALUE)) {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			if (++c->count > c->max_ext_bytes) {
+				err = HTTP_ERR_CHUNK_EXT_TOO_LONG;
+				goto out_fail;
+			}
+			break;
+		case CH_SIZE_LF:
+			if (ch != '\n') {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			c->count = 0;
+			c->state = c->chunk_left ? CH_DATA : CH_TRAILER_LINE;
+			break;
+		case CH_DATA:
+			left = n - src;
+			if (left > c->chunk_left)
+				left = (size_t)c->chunk_left;
+			memmove(buf + dst, buf + src, left);
+			dst += left;
+			src += left;
+			c->chunk_left -= left;
+			c->body_bytes += left;
+			if (c->chunk_left == 0)
+				c->state = CH_DATA_CR;
+			continue;
+		case CH_DATA_CR:
+		case CH_DATA_LF:
+			if (ch != (c->state == CH_DATA_CR ? '\r' : '\n')) {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			c->state = c->state == CH_DATA_CR ? CH_DATA_LF : CH_SIZE_FIRST;
+			break;
+		case CH_TRAILER_LINE:
+			if (ch == '\r') {
+				c->state = CH_END_LF;
+			} else if (IS(ch, C_TCHAR)) {
+				c->state = CH_TRAILER_NAME;
+			} else {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			break;
+		case CH_TRAILER_NAME:
+			if (ch == ':') {
+				c->state = CH_TRAILER_VALUE;
+			} else if (!IS(ch, C_TCHAR)) {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			break;
+		case CH_TRAILER_VALUE:
+			if (ch == '\r') {
+				c->state = CH_TRAILER_LF;
+			} else if (!IS(ch, C_VALUE)) {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			break;
+		case CH_TRAILER_LF:
+		case CH_END_LF:
+			if (ch != '\n') {
+				err = HTTP_ERR_BAD_CHUNK;
+				goto out_fail;
+			}
+			if (c->state == CH_END_LF) {
+				src++;
+				c->state = CH_DONE;
+				left = n - src;
+				memmove(buf + dst, buf + src, left);
+				*len = dst;
+				return (int)(left > INT32_MAX ? INT32_MAX : left);
+			}
+			c->state = CH_TRAILER_LINE;
+			break;
+		default:
+			err = HTTP_ERR_BAD_CHUNK;
+			goto out_fail;
+		}
+		src++;
+	}
+	*len = dst;
+	return -EAGAIN;
+
+out_fail:
+	c->state = CH_FAILED;
+	c->error = err;
+	*len = dst;
+	return -EBADMSG;
+}
+
+/* ---- statuses ----------------------------------------------------------- */
+
+static const struct {
+	int status;
+	const char *str;
+} errors[HTTP_ERR__COUNT] = {
+	[HTTP_OK] = { 200, "ok" },
+	[HTTP_ERR_SYNTAX] = { 400, "malformed request" },
+	[HTTP_ERR_BAD_CHAR] = { 400, "invalid character" },
+	[HTTP_ERR_BARE_LF] = { 400, "line not ended by CRLF" },
+	[HTTP_ERR_OBS_FOLD] = { 400, "obsolete line folding" },
+	[HTTP_ERR_SPACE_BEFORE_COLON] = { 400, "whitespace before ':'" },
+	[HTTP_ERR_BAD_CONTENT_LENGTH] = { 400, "invalid Content-Length" },
+	[HTTP_ERR_DUP_CONTENT_LENGTH] = { 400, "duplicate Content-Length" },
+	[HTTP_ERR_CL_AND_TE] = { 400, "Content-Length with Transfer-Encoding" },
+	[HTTP_ERR_TE_NOT_CHUNKED] = { 400, "chunked is not the final transfer coding" },
+	[HTTP_ERR_TE_UNSUPPORTED] = { 501, "unsupported transfer coding" },
+	[HTTP_ERR_HOST_MISSING] = { 400, "missing Host" },
+	[HTTP_ERR_HOST_DUPLICATE] = { 400, "duplicate Host" },
+	[HTTP_ERR_BAD_HOST] = { 400, "invalid Host" },
+	[HTTP_ERR_TARGET_TOO_LONG] = { 414, "request-target too long" },
+	[HTTP_ERR_HEAD_TOO_LARGE] = { 431, "header section too large" },
+	[HTTP_ERR_TOO_MANY_FIELDS] = { 431, "too many header fields" },
+	[HTTP_ERR_VERSION] = { 505, "unsupported HTTP version" },
+	[HTTP_ERR_EXPECTATION] = { 417, "unsupported expectation" },
+	[HTTP_ERR_BODY_TOO_LARGE] = { 413, "body too large" },
+	[HTTP_ERR_BAD_CHUNK] = { 400, "malformed chunked body" },
+	[HTTP_ERR_CHUNK_EXT_TOO_LONG] = { 400, "chunk extension too long" },
+	[HTTP_ERR_TRAILER_TOO_LARGE] = { 431, "trailer section too large" },
+};
+
+int http_error_status(enum http_error e)
+{
+	if ((unsigned)e >= HTTP_ERR__COUNT)
+		return 400;
+	return errors[e].status;
+}
+
+const char *http_error_str(enum http_error e)
+{
+	if ((unsigned)e >= HTTP_ERR__COUNT)
+		return "unknown error";
+	return errors[e].str;
+}
+
+const char *http_status_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 101: return "Switching Protocols";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 417: return "Expectation Failed";
+	case 426: return "Upgrade Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "";
+	}
+}

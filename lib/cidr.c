@@ -273,9 +273,16 @@ struct cidr_label {
  * first start is always 0, so every address falls in exactly one range.
  * Owned by its cidr_table, lives until cidr_table_free. */
 struct cidr_index_v4 {
+	/* Bit b set: no prefix covers any address with first octet b, so a
+	 * lookup there is answered from this line of the table alone. */
+	uint64_t octet_clear[4];
 	uint32_t *starts;
 	struct cidr_label *labels;
 	size_t n;
+	/* by_octet[b]: the range holding b.0.0.0 (by_octet[256]: the last),
+	 * so an address's range lies in [by_octet[b], by_octet[b + 1]]: a
+	 * lookup searches only the ranges of its first octet. */
+	uint32_t by_octet[257];
 };
 
 /* As cidr_index_v4, with 128-bit starts. Owned by its cidr_table. */
@@ -433,6 +440,19 @@ static int validate_prefix(const struct cidr *c)
 	return 0;
 }
 
+static size_t search_v4(const uint32_t *starts, size_t n, uint32_t key)
+{
+	const uint32_t *base = starts;
+
+	while (n > 1) {
+		size_t half = n / 2;
+
+		base = base[half] <= key ? base + half : base;
+		n -= half;
+	}
+	return (size_t)(base - starts);
+}
+
 int cidr_table_new(const struct cidr *prefixes, const uint32_t *values, size_t n,
 		   struct cidr_table **ret)
 {
@@ -501,6 +521,15 @@ int cidr_table_new(const struct cidr *prefixes, const uint32_t *values, size_t n
 		t->v4.starts[i] = (uint32_t)out4.starts[i];
 	t->v4.labels = out4.labels;
 	t->v4.n = out4.n;
+	for (uint32_t b = 0; b < 256; b++)
+		t->v4.by_octet[b] = (uint32_t)search_v4(t->v4.starts, t->v4.n, b << 24);
+	t->v4.by_octet[256] = (uint32_t)(t->v4.n - 1);
+	for (uint32_t b = 0; b < 256; b++) {
+		uint32_t lo = t->v4.by_octet[b];
+
+		if (lo == t->v4.by_octet[b + 1] && t->v4.labels[lo].len < 0)
+			t->v4.octet_clear[b / 64] |= 1ull << (b % 64);
+	}
 	out4.labels = NULL;
 	t->v6.starts = out6.starts;
 	t->v6.labels = out6.labels;
@@ -543,19 +572,6 @@ size_t cidr_table_size(const struct cidr_table *t)
 /* Index of the last start <= key. starts[0] is 0, so it always exists. The
  * loop halves the window without a data-dependent branch (a cmov), which
  * keeps the pipeline full on unpredictable keys. */
-static size_t search_v4(const uint32_t *starts, size_t n, uint32_t key)
-{
-	const uint32_t *base = starts;
-
-	while (n > 1) {
-		size_t half = n / 2;
-
-		base = base[half] <= key ? base + half : base;
-		n -= half;
-	}
-	return (size_t)(base - starts);
-}
-
 static size_t search_v6(const u128 *starts, size_t n, u128 key)
 {
 	const u128 *base = starts;
@@ -579,7 +595,17 @@ int cidr_table_lookup(const struct cidr_table *t, const struct cidr_addr *a, uin
 		uint32_t key = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 			       (uint32_t)p[2] << 8 | p[3];
 
-		label = &t->v4.labels[search_v4(t->v4.starts, t->v4.n, key)];
+		const struct cidr_index_v4 *x = &t->v4;
+		uint32_t octet = key >> 24, lo, hi;
+
+		if (x->octet_clear[octet / 64] >> (octet % 64) & 1)
+			return -ENOENT;
+		lo = x->by_octet[octet];
+		hi = x->by_octet[octet + 1];
+
+		/* Most first octets hold one range (no boundary inside): no
+		 * search, and the starts array is not even read. */
+		label = &x->labels[lo == hi ? lo : lo + search_v4(x->starts + lo, hi - lo + 1, key)];
 	} else if (a->family == AF_INET6) {
 		label = &t->v6.labels[search_v6(t->v6.starts, t->v6.n, bytes_to_u128(a->addr, 16))];
 	} else {

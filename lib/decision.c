@@ -2,12 +2,152 @@
  *
  * Reads only immutable snapshot data and the limiter's atomic buckets, so
  * any number of workers run it at once without locks. See decision.h for
- * the evaluation order; docs/POLICY.md explains it for operators.
+ * the evaluation order; docs/POLICY.md explains it for operators. Each
+ * thread memoizes what it found for the clients it sees often; an entry
+ * holds only for the snapshot (snapshot_uid) it was read from.
  */
 #include "decision.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+
+/* Equality of two short byte strings of length n without a libc call: keys
+ * on the request path are a few dozen bytes, where memcmp's call and
+ * dispatch cost more than the compare. Reads only the n bytes of each. */
+static inline bool short_eq(const void *a, const void *b, size_t n)
+{
+	const unsigned char *p = a, *q = b;
+	uint64_t x, y;
+	uint32_t u, v;
+
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&x, p + i, 8);
+			memcpy(&y, q + i, 8);
+			if (x != y)
+				return false;
+		}
+		memcpy(&x, p + n - 8, 8); /* the tail, overlapping */
+		memcpy(&y, q + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		memcpy(&u, p, 4);
+		memcpy(&v, q, 4);
+		if (u != v)
+			return false;
+		memcpy(&u, p + n - 4, 4);
+		memcpy(&v, q + n - 4, 4);
+		return u == v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != q[i])
+			return false;
+	return true;
+}
+
+/* ---- per-thread memo of client lookups ----
+ *
+ * Finding a client and its own limit walks the client index, the client
+ * entry, the limit map and the limit entry: a chain of dependent cache
+ * lines. Traffic is skewed (a few clients send most requests), so each
+ * thread keeps what it found, keyed by the header value, in one cache line
+ * per client. An entry is used only while the snapshot that produced it is
+ * the one being evaluated (same uid), so a publish invalidates everything
+ * at once and no pointer outlives the snapshot the caller holds. Frequent
+ * clients are kept against one-off ones: a miss replaces an entry only
+ * once misses have worn down the hits it earned.
+ */
+#define MEMO_SLOTS 2048u
+#define MEMO_KEY_MAX 22u
+
+/* One memoized client: one cache line. Owned by its thread's memo. */
+struct memo_ent {
+	uint64_t snap_uid; /* 0: empty */
+	uint64_t key_hash; /* XXH3 of the key */
+	const struct snapshot_client *client;
+	const struct snapshot_limit *own; /* NULL: no limit of its own or default */
+	uint64_t own_key;                 /* bucket of `own` for this client */
+	uint8_t key_len;
+	uint8_t hits;
+	char key[MEMO_KEY_MAX];
+};
+_Static_assert(sizeof(struct memo_ent) == 64, "a memo entry is one cache line");
+
+/* A thread's memo: allocated on its first decision, freed when the thread
+ * exits (pthread key destructor). */
+struct memo {
+	struct memo_ent ent[MEMO_SLOTS];
+};
+
+static __thread struct memo *tl_memo;
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static bool memo_key_ok;
+
+static void memo_destroy(void *m)
+{
+	free(m);
+}
+
+static void memo_key_init(void)
+{
+	memo_key_ok = pthread_key_create(&memo_key, memo_destroy) == 0;
+}
+
+/* The calling thread's memo; NULL when it cannot have one (no memory). */
+static struct memo *memo_get(void)
+{
+	struct memo *m = tl_memo;
+
+	if (__builtin_expect(m != NULL, 1))
+		return m;
+	pthread_once(&memo_once, memo_key_init);
+	if (!memo_key_ok || !(m = aligned_alloc(64, sizeof(*m))))
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	if (pthread_setspecific(memo_key, m) != 0) {
+		free(m);
+		return NULL;
+	}
+	tl_memo = m;
+	return m;
+}
+
+static struct memo_ent *memo_find(struct memo *m, uint64_t uid, uint64_t h, const char *key,
+				  size_t len)
+{
+	struct memo_ent *e = &m->ent[h & (MEMO_SLOTS - 1)];
+
+	if (e->snap_uid != uid || e->key_hash != h || e->key_len != len ||
+	    !short_eq(e->key, key, len))
+		return NULL;
+	if (e->hits < UINT8_MAX)
+		e->hits++;
+	return e;
+}
+
+static void memo_store(struct memo *m, uint64_t uid, uint64_t h, const char *key, size_t len,
+		       const struct snapshot_client *client, const struct snapshot_limit *own,
+		       uint64_t own_key)
+{
+	struct memo_ent *e = &m->ent[h & (MEMO_SLOTS - 1)];
+
+	if (e->snap_uid == uid && e->hits > 0) {
+		e->hits--;
+		return;
+	}
+	e->snap_uid = uid;
+	e->key_hash = h;
+	e->client = client;
+	e->own = own;
+	e->own_key = own_key;
+	e->key_len = (uint8_t)len;
+	e->hits = 0;
+	memcpy(e->key, key, len);
+}
 
 int decision_http_status(enum decision_verdict v)
 {
@@ -73,16 +213,15 @@ static bool selector_matches(const struct policy_selector *sel,
 	return true;
 }
 
-/* Runs one limit; returns true when it refuses the request for good. */
-static bool run_limit(const struct policy_res *rl_res, struct limiter *lim, uint64_t subject,
+/* Runs one limit on bucket `key`; returns true when it refuses the request
+ * for good. */
+static bool run_limit(const struct snapshot_limit *sl, struct limiter *lim, uint64_t key,
 		      uint64_t now_ns, struct decision *out)
 {
-	const struct policy_rate_limit *rl = &rl_res->u.rate_limit;
-	struct limiter_params params;
+	const struct policy_res *rl_res = sl->res;
 	struct limiter_result res;
 
-	limiter_params_from_policy(rl, &params);
-	if (limiter_check(lim, limiter_key(rl_res->key_hash, subject), &params, now_ns, &res) < 0) {
+	if (limiter_check_plan(lim, key, &sl->plan, now_ns, &res) < 0) {
 		/* Bucket table at its cap: fail open, but count it. */
 		out->limiter_full++;
 		return false;
@@ -90,7 +229,7 @@ static bool run_limit(const struct policy_res *rl_res, struct limiter *lim, uint
 	out->limits_checked++;
 
 	if (!res.allowed) {
-		if (rl->action == POLICY_ACTION_SHADOW) {
+		if (sl->shadow) {
 			out->shadow_rejects++;
 			return false;
 		}
@@ -107,41 +246,120 @@ static bool run_limit(const struct policy_res *rl_res, struct limiter *lim, uint
 	return false;
 }
 
-/* Returns true when the limit exists, applies to this request, and refuses it. */
-static bool check_ref(const struct snapshot *s, const struct policy_ref *ref,
-		      const struct snapshot_client *client, const struct decision_request *req,
-		      struct limiter *lim, uint64_t subject, uint64_t now_ns, struct decision *out)
+/* Returns true when limit sl (may be NULL) applies to this request and
+ * refuses it. `key` is its bucket: limiter_key(limit key hash, subject). */
+static bool check_limit(const struct snapshot_limit *sl, uint64_t key,
+			const struct snapshot_client *client, const struct decision_request *req,
+			struct limiter *lim, uint64_t now_ns, struct decision *out)
 {
-	const struct policy_res *rl_res;
-
-	if (!ref->id)
+	if (!sl || !sl->proxy)
 		return false;
-	rl_res = snapshot_get_ref(s, POLICY_KIND_RATE_LIMIT, ref);
-	if (!rl_res || rl_res->u.rate_limit.enforce == POLICY_ENFORCE_KERNEL)
+	if (!sl->selects_all && !selector_matches(&sl->res->u.rate_limit.sel, client, req))
 		return false;
-	if (!selector_matches(&rl_res->u.rate_limit.sel, client, req))
-		return false;
-	return run_limit(rl_res, lim, subject, now_ns, out);
+	return run_limit(sl, lim, key, now_ns, out);
 }
+
+/* Identified clients share one bucket per limit wherever they come from;
+ * anonymous traffic is bucketed per source address. */
+static uint64_t subject_of(const struct snapshot_client *client, const struct decision_request *req)
+{
+	return client ? client->key_hash
+		      : XXH3_64bits_withSeed(req->source.addr, sizeof(req->source.addr),
+					     req->source.family);
+}
+
+/* The client named by the request, its own limit (the default when it
+ * names none) and that limit's bucket: from this thread's memo when it saw
+ * the key in this snapshot, else looked up (and memoized). *own stays NULL
+ * for a disabled client and when no limit applies. */
+static const struct snapshot_client *find_client(const struct snapshot *s,
+						 const struct policy_settings *settings,
+						 const struct decision_request *req,
+						 const struct snapshot_limit **own, uint64_t *own_key)
+{
+	const struct snapshot_client *client = NULL;
+	const struct policy_ref *ref;
+	struct memo *m = NULL;
+	struct memo_ent *e;
+	uint64_t h = 0, uid = 0;
+
+	if (req->client_key && req->client_key_len <= MEMO_KEY_MAX && (m = memo_get())) {
+		uid = snapshot_uid(s);
+		h = XXH3_64bits(req->client_key, req->client_key_len);
+		e = memo_find(m, uid, h, req->client_key, req->client_key_len);
+		if (e) {
+			*own = e->own;
+			*own_key = e->own_key;
+			return e->client;
+		}
+	}
+	if (req->client_key)
+		client = snapshot_lookup_client(s, req->client_key, req->client_key_len);
+	if (!client || !client->disabled) {
+		/* A client without a limit of its own gets the default, like
+		 * an unknown one. */
+		ref = client && client->rate_limit.id ? &client->rate_limit
+						      : &settings->default_rate_limit;
+		*own = snapshot_lookup_limit(s, ref);
+		if (*own)
+			*own_key = limiter_key(ref->key_hash, subject_of(client, req));
+	}
+	/* Unknown keys are not memoized: anyone can send a new one. */
+	if (m && client)
+		memo_store(m, uid, h, req->client_key, req->client_key_len, client, *own, *own_key);
+	return client;
+}
+
+_Static_assert(sizeof(struct decision) == 112, "decision_eval clears every field: add new ones there");
 
 void decision_eval(const struct snapshot *s, struct limiter *lim,
 		   const struct decision_request *req, uint64_t now_ns, struct decision *out)
 {
 	const struct policy_settings *settings = snapshot_settings(s);
-	const struct policy_route *rt;
 	const struct snapshot_client *client = NULL;
-	const struct policy_ref *own;
-	uint64_t subject;
+	const struct snapshot_limit *own = NULL;
+	const struct snapshot_route *sr;
+	const struct policy_route *rt;
+	uint64_t own_key = 0;
 
-	memset(out, 0, sizeof(*out));
-	out->route = snapshot_match_route(s, req->host, req->host_len, req->path, req->path_len);
+	/* Field by field: gcc turns a whole-struct clear into `rep stos`,
+	 * whose start-up alone is a good part of this function. */
+	out->verdict = DECISION_ALLOW;
+	out->route = NULL;
+	out->client = NULL;
+	out->access_list = NULL;
+	out->limit = NULL;
+	out->limit_result.allowed = false;
+	out->limit_result.limit = 0;
+	out->limit_result.remaining = 0;
+	out->limit_result.reset_ns = 0;
+	out->limit_result.retry_after_ns = 0;
+	out->limit_result.delay_ns = 0;
+	out->limits_checked = 0;
+	out->shadow_rejects = 0;
+	out->limiter_full = 0;
+	out->delay_ns = 0;
+	/* The client and its first bucket are the reads most likely to miss
+	 * the cache, each depending on the one before: start them first, so
+	 * the route and access checks below run while they are on their way.
+	 * Lookups only: the order of the checks is unchanged. */
+	if (!settings->disabled) {
+		client = find_client(s, settings, req, &own, &own_key);
+		if (own)
+			limiter_prefetch(lim, own_key);
+	}
+
+	/* The route's index entry says whether it has methods, lists or
+	 * limits of its own: a plain route's resource is not read. */
+	sr = snapshot_lookup_route(s, req->host, req->host_len, req->path, req->path_len);
+	out->route = sr ? sr->res : NULL;
 	if (settings->disabled) {
 		out->verdict = out->route ? DECISION_ALLOW : DECISION_NO_ROUTE;
 		return;
 	}
 
-	if (snapshot_check_access(s, out->route, &req->source, &out->access_list) !=
-	    SNAPSHOT_ACCESS_ALLOW) {
+	if (snapshot_check_access(s, sr && !sr->no_access_lists ? sr->res : NULL, &req->source,
+				  &out->access_list) != SNAPSHOT_ACCESS_ALLOW) {
 		out->verdict = DECISION_DENY;
 		return;
 	}
@@ -150,13 +368,11 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 		return;
 	}
 	rt = &out->route->u.route;
-	if (!method_allowed(rt, req)) {
+	if (!sr->all_methods && !method_allowed(rt, req)) {
 		out->verdict = DECISION_METHOD_NOT_ALLOWED;
 		return;
 	}
 
-	if (req->client_key)
-		client = snapshot_lookup_client(s, req->client_key, req->client_key_len);
 	if (client) {
 		out->client = client->res;
 		if (client->disabled) {
@@ -165,20 +381,20 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 		}
 	}
 
-	/* Identified clients share one bucket per limit wherever they come
-	 * from; anonymous traffic is bucketed per source address. */
-	subject = client ? client->key_hash
-			 : XXH3_64bits_withSeed(req->source.addr, sizeof(req->source.addr),
-						req->source.family);
-
-	/* A client without a limit of its own gets the default, like an
-	 * unknown one. */
-	own = client && client->rate_limit.id ? &client->rate_limit : &settings->default_rate_limit;
 	out->verdict = DECISION_RATE_LIMITED;
-	if (check_ref(s, own, client, req, lim, subject, now_ns, out))
+	if (check_limit(own, own_key, client, req, lim, now_ns, out))
 		return;
-	for (size_t i = 0; i < rt->n_rate_limits; i++)
-		if (check_ref(s, &rt->rate_limits[i], client, req, lim, subject, now_ns, out))
-			return;
+	if (!sr->no_rate_limits) {
+		uint64_t subject = subject_of(client, req);
+
+		for (size_t i = 0; i < rt->n_rate_limits; i++) {
+			const struct policy_ref *ref = &rt->rate_limits[i];
+
+			if (ref->id && check_limit(snapshot_lookup_limit(s, ref),
+						   limiter_key(ref->key_hash, subject), client, req,
+						   lim, now_ns, out))
+				return;
+		}
+	}
 	out->verdict = DECISION_ALLOW;
 }

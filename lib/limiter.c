@@ -196,16 +196,10 @@ static bool word_cas(const struct word_ref *w, uint64_t *s, uint64_t desired)
 
 /* ---- GCRA (token and leaky bucket) ---- */
 
-/* A limit in GCRA terms, in "units" of 1/units_per_ns ns: the grid every
- * TAT of this limit lies on (see above). Lives on the stack for one call. */
-struct gcra {
-	uint64_t units_per_ns;  /* R' when exact, else 32 */
-	uint64_t interval_u;    /* emission interval T */
-	uint64_t depth_u;       /* bucket depth: burst * T (tau) */
-	uint64_t now_u;         /* now_ns, clamped */
-};
-
-static void gcra_setup(const struct limiter_params *p, uint64_t now_ns, struct gcra *g)
+/* GCRA in "units" of 1/units_per_ns ns: the grid every TAT of this limit
+ * lies on (see above). The limit's part lives in struct limiter_plan;
+ * now_u is per call. */
+static void gcra_plan(const struct limiter_params *p, struct limiter_plan *pl)
 {
 	uint64_t rate = p->rate ? p->rate : 1;
 	uint64_t unit_ns = p->unit_ns ? p->unit_ns : 1;
@@ -213,28 +207,48 @@ static void gcra_setup(const struct limiter_params *p, uint64_t now_ns, struct g
 	uint64_t rem = unit_ns % rate, depth_max;
 
 	if (rem == 0) {
-		g->units_per_ns = 1;
-		g->interval_u = unit_ns / rate;
+		pl->units_per_ns = 1;
+		pl->interval_u = unit_ns / rate;
 	} else {
 		uint64_t common = gcd_u64(rate, rem);
 		uint64_t r_reduced = rate / common;
 
 		if (r_reduced <= FRAC_ONE) {
 			/* T = unit/rate = (unit/common) / r_reduced ns. */
-			g->units_per_ns = r_reduced;
-			g->interval_u = unit_ns / common;
+			pl->units_per_ns = r_reduced;
+			pl->interval_u = unit_ns / common;
 		} else {
 			/* Rounded up: late by < 1/32 ns per request, never early. */
-			g->units_per_ns = FRAC_ONE;
-			g->interval_u = mul_div_ceil(unit_ns, FRAC_ONE, rate);
+			pl->units_per_ns = FRAC_ONE;
+			pl->interval_u = mul_div_ceil(unit_ns, FRAC_ONE, rate);
 		}
 	}
-	depth_max = LIMITER_DEPTH_MAX_NS * g->units_per_ns;
-	if (g->interval_u > depth_max)
-		g->interval_u = depth_max;
-	if (__builtin_mul_overflow(burst, g->interval_u, &g->depth_u) || g->depth_u > depth_max)
-		g->depth_u = depth_max;
-	g->now_u = (now_ns < LIMITER_NOW_MAX_NS ? now_ns : LIMITER_NOW_MAX_NS) * g->units_per_ns;
+	depth_max = LIMITER_DEPTH_MAX_NS * pl->units_per_ns;
+	if (pl->interval_u > depth_max)
+		pl->interval_u = depth_max;
+	if (__builtin_mul_overflow(burst, pl->interval_u, &pl->depth_u) || pl->depth_u > depth_max)
+		pl->depth_u = depth_max;
+	pl->limit = pl->depth_u / pl->interval_u;
+}
+
+void limiter_plan_init(const struct limiter_params *p, struct limiter_plan *out)
+{
+	out->params = *p;
+	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW) {
+		out->units_per_ns = 1;
+		out->interval_u = 1;
+		out->depth_u = 0;
+		out->limit = 0;
+		return;
+	}
+	gcra_plan(p, out);
+}
+
+/* x / units_per_ns rounded up; rates that divide their unit (the common
+ * case) have one unit per ns and need no division. */
+static uint64_t units_to_ns_ceil(uint64_t x, uint64_t units_per_ns)
+{
+	return units_per_ns == 1 ? x : div_ceil(x, units_per_ns);
 }
 
 /* The stored 1/32 ns value back on the grid: the smallest grid point not
@@ -243,6 +257,8 @@ static void gcra_setup(const struct limiter_params *p, uint64_t now_ns, struct g
  * 1/32 ns below its point). Split so no product exceeds 64 bits. */
 static uint64_t tat_decode(uint64_t s, uint64_t units_per_ns)
 {
+	if (units_per_ns == 1)
+		return (s + FRAC_ONE - 1) >> FRAC_SHIFT;
 	return (s >> FRAC_SHIFT) * units_per_ns +
 	       (((s & (FRAC_ONE - 1)) * units_per_ns + FRAC_ONE - 1) >> FRAC_SHIFT);
 }
@@ -260,67 +276,68 @@ static void sliding_load(uint64_t s, uint64_t unit_ns, uint64_t now_ns, uint64_t
 
 /* TAT (in units) of a word the sliding window wrote: its estimate becomes
  * debt, rounded up, so switching algorithm never grants a fresh burst. */
-static uint64_t tat_from_sliding(uint64_t s, const struct limiter_params *p, const struct gcra *g)
+static uint64_t tat_from_sliding(uint64_t s, const struct limiter_plan *pl, uint64_t now_u)
 {
-	uint64_t unit_ns = p->unit_ns ? p->unit_ns : 1;
+	uint64_t unit_ns = pl->params.unit_ns ? pl->params.unit_ns : 1;
 	uint64_t win, elapsed, prev, cur, used, debt;
-	uint64_t now_ns = g->now_u / g->units_per_ns;
+	uint64_t now_ns = now_u / pl->units_per_ns;
 
 	sliding_load(s, unit_ns, now_ns, &win, &elapsed, &prev, &cur);
 	used = cur + mul_div_ceil(prev, unit_ns - elapsed, unit_ns);
-	if (__builtin_mul_overflow(used, g->interval_u, &debt) || debt > g->depth_u)
-		debt = g->depth_u;
-	return g->now_u + debt;
+	if (__builtin_mul_overflow(used, pl->interval_u, &debt) || debt > pl->depth_u)
+		debt = pl->depth_u;
+	return now_u + debt;
 }
 
 /* One GCRA step on the word. Returns false (and leaves *out alone) when the
  * word is STATE_DEAD. */
-static bool gcra_take(const struct word_ref *w, const struct limiter_params *p, uint64_t now_ns,
+static bool gcra_take(const struct word_ref *w, const struct limiter_plan *pl, uint64_t now_ns,
 		      struct limiter_result *out)
 {
-	struct gcra g;
+	const uint64_t units = pl->units_per_ns, interval_u = pl->interval_u;
+	const uint64_t depth_u = pl->depth_u;
+	uint64_t now_u = (now_ns < LIMITER_NOW_MAX_NS ? now_ns : LIMITER_NOW_MAX_NS) * units;
 	uint64_t s, tat, base, next, after;
 	bool allowed;
 
-	gcra_setup(p, now_ns, &g);
 	s = word_load(w);
 	for (;;) {
 		if (s == STATE_DEAD)
 			return false;
 		if (s & SLIDING_TAG)
-			tat = tat_from_sliding(s, p, &g);
+			tat = tat_from_sliding(s, pl, now_u);
 		else
-			tat = tat_decode(s, g.units_per_ns);
-		base = tat > g.now_u ? tat : g.now_u;
-		next = base + g.interval_u;
-		allowed = next - g.now_u <= g.depth_u;
+			tat = tat_decode(s, units);
+		base = tat > now_u ? tat : now_u;
+		next = base + interval_u;
+		allowed = next - now_u <= depth_u;
 		if (!allowed) {
 			after = base;
 			break;
 		}
-		if (word_cas(w, &s, tat_encode(next, g.units_per_ns))) {
+		if (word_cas(w, &s, tat_encode(next, units))) {
 			after = next;
 			break;
 		}
 	}
 
-	uint64_t headroom_u = g.now_u + g.depth_u;
+	uint64_t headroom_u = now_u + depth_u;
 
 	out->allowed = allowed;
-	out->limit = g.depth_u / g.interval_u;
-	out->remaining = headroom_u >= after ? (headroom_u - after) / g.interval_u : 0;
-	out->reset_ns = after > g.now_u ? div_ceil(after - g.now_u, g.units_per_ns) : 0;
+	out->limit = pl->limit;
+	out->remaining = headroom_u >= after ? (headroom_u - after) / interval_u : 0;
+	out->reset_ns = after > now_u ? units_to_ns_ceil(after - now_u, units) : 0;
 	/* Refused means tat > now. A request at t passes once
 	 * tat + T - tau <= t: the first whole ns is exact on the grid. */
 	out->retry_after_ns = 0;
 	if (!allowed)
-		out->retry_after_ns = div_ceil(base + g.interval_u - g.depth_u, g.units_per_ns) -
-				      g.now_u / g.units_per_ns;
+		out->retry_after_ns = units_to_ns_ceil(base + interval_u - depth_u, units) -
+				      now_u / units;
 	/* The leaky bucket's request leaves when those queued before it have
 	 * (at the old TAT); the token bucket never paces. */
 	out->delay_ns = 0;
-	if (allowed && p->algorithm == POLICY_ALG_LEAKY_BUCKET && base > g.now_u)
-		out->delay_ns = div_ceil(base - g.now_u, g.units_per_ns);
+	if (allowed && pl->params.algorithm == POLICY_ALG_LEAKY_BUCKET && base > now_u)
+		out->delay_ns = units_to_ns_ceil(base - now_u, units);
 	return true;
 }
 
@@ -447,20 +464,20 @@ static bool sliding_take(const struct word_ref *w, const struct limiter_params *
 	return true;
 }
 
-static bool bucket_take(const struct word_ref *w, const struct limiter_params *p,
+static bool bucket_take(const struct word_ref *w, const struct limiter_plan *pl,
 			uint64_t now_ns, struct limiter_result *out)
 {
-	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
-		return sliding_take(w, p, now_ns, out);
-	return gcra_take(w, p, now_ns, out);
+	if (pl->params.algorithm == POLICY_ALG_SLIDING_WINDOW)
+		return sliding_take(w, &pl->params, now_ns, out);
+	return gcra_take(w, pl, now_ns, out);
 }
 
 /* A take on a word nobody else sees: never STATE_DEAD. */
-static void word_take_local(uint64_t *word, const struct limiter_params *p, uint64_t now_ns,
+static void word_take_local(uint64_t *word, const struct limiter_plan *pl, uint64_t now_ns,
 			    struct limiter_result *out)
 {
 	const struct word_ref w = { .bare = word };
-	bool live = bucket_take(&w, p, now_ns, out);
+	bool live = bucket_take(&w, pl, now_ns, out);
 
 	assert(live); /* only table slots report STATE_DEAD */
 	(void)live;
@@ -469,7 +486,10 @@ static void word_take_local(uint64_t *word, const struct limiter_params *p, uint
 void limiter_bucket_take(struct limiter_bucket *b, const struct limiter_params *p,
 			 uint64_t now_ns, struct limiter_result *out)
 {
-	word_take_local(&b->state, p, now_ns, out);
+	struct limiter_plan pl;
+
+	limiter_plan_init(p, &pl);
+	word_take_local(&b->state, &pl, now_ns, out);
 }
 
 /* ---- the table ---- */
@@ -618,8 +638,9 @@ static bool slot_claim(struct limiter *l, size_t i, uint64_t free_key, uint64_t 
 /* Adds a bucket for pr->skey holding this request. Caller holds the key's
  * insert lock and saw the key absent. Returns 0 (out filled) or -ENOSPC. */
 static int insert_locked(struct limiter *l, const struct probe *pr,
-			 const struct limiter_params *p, uint64_t now_ns, struct limiter_result *out)
+			 const struct limiter_plan *pl, uint64_t now_ns, struct limiter_result *out)
 {
+	const struct limiter_params *p = &pl->params;
 	uint64_t word = 0, unit_ns = 0;
 	struct limiter_result res;
 	size_t i = pr->home;
@@ -627,7 +648,7 @@ static int insert_locked(struct limiter *l, const struct probe *pr,
 	if (__atomic_add_fetch(&l->count, 1, __ATOMIC_RELAXED) > l->max_buckets)
 		goto out_uncount;
 	/* Take before publishing: a sweep never sees the bucket unused. */
-	word_take_local(&word, p, now_ns, &res);
+	word_take_local(&word, pl, now_ns, &res);
 	if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
 		unit_ns = unit_of(p);
 	for (size_t n = 0; n < pr->len; n++, i = (i + 1) & pr->mask) {
@@ -649,8 +670,9 @@ out_uncount:
  * unit and then the new word. A refusal writes nothing. Caller holds the
  * key's insert lock. Returns 0 or -EAGAIN (the key was swept meanwhile). */
 static int rekey_locked(struct limiter *l, size_t i, uint64_t skey,
-			const struct limiter_params *p, uint64_t now_ns, struct limiter_result *out)
+			const struct limiter_plan *pl, uint64_t now_ns, struct limiter_result *out)
 {
+	const struct limiter_params *p = &pl->params;
 	union limiter_slot *slot = &l->slots[i];
 	struct limiter_result res;
 	uint64_t s, word, key;
@@ -665,7 +687,7 @@ static int rekey_locked(struct limiter *l, size_t i, uint64_t skey,
 		if (key != skey)
 			return -EAGAIN;
 		word = s;
-		word_take_local(&word, p, now_ns, &res);
+		word_take_local(&word, pl, now_ns, &res);
 		if (!res.allowed)
 			break;
 		seen = __sync_val_compare_and_swap(&slot->pair, slot_pair(skey, s),
@@ -688,9 +710,10 @@ static int rekey_locked(struct limiter *l, size_t i, uint64_t skey,
 /* The slow path under the key's insert lock: inserts an absent key,
  * changes a sliding bucket's unit. Returns 0, -ENOSPC, or -EAGAIN when the
  * lock-free path should simply be tried again. */
-static int take_locked(struct limiter *l, const struct probe *pr, const struct limiter_params *p,
+static int take_locked(struct limiter *l, const struct probe *pr, const struct limiter_plan *pl,
 		       uint64_t now_ns, struct limiter_result *out)
 {
+	const struct limiter_params *p = &pl->params;
 	pthread_mutex_t *mutex = &l->locks[lock_index(pr->skey)].mutex;
 	size_t i;
 	int r;
@@ -699,10 +722,10 @@ static int take_locked(struct limiter *l, const struct probe *pr, const struct l
 	/* Only this lock's holders add pr->skey and sweeps only remove it:
 	 * absent now stays absent until we add it. */
 	if (!slot_find(l, pr, &i))
-		r = insert_locked(l, pr, p, now_ns, out);
+		r = insert_locked(l, pr, pl, now_ns, out);
 	else if (p->algorithm == POLICY_ALG_SLIDING_WINDOW &&
 		 __atomic_load_n(&l->unit_ns[i], __ATOMIC_RELAXED) != unit_of(p))
-		r = rekey_locked(l, i, pr->skey, p, now_ns, out);
+		r = rekey_locked(l, i, pr->skey, pl, now_ns, out);
 	else
 		r = -EAGAIN; /* the bucket was swept and re-added, or unfrozen */
 	pthread_mutex_unlock(mutex);
@@ -767,9 +790,10 @@ void limiter_free(struct limiter *l)
 	free(l);
 }
 
-int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
-		  uint64_t now_ns, struct limiter_result *out)
+int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_plan *pl,
+		       uint64_t now_ns, struct limiter_result *out)
 {
+	const struct limiter_params *p = &pl->params;
 	struct word_ref w = { 0 };
 	struct probe pr;
 	size_t i;
@@ -787,14 +811,31 @@ int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *
 			w.slot = &l->slots[i];
 			if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
 				w.unit_ns = &l->unit_ns[i];
-			if (bucket_take(&w, p, now_ns, out))
+			if (bucket_take(&w, pl, now_ns, out))
 				return 0;
 			/* Swept, frozen, or another unit: see take_locked. */
 		}
-		r = take_locked(l, &pr, p, now_ns, out);
+		r = take_locked(l, &pr, pl, now_ns, out);
 		if (r != -EAGAIN)
 			return r;
 	}
+}
+
+void limiter_prefetch(const struct limiter *l, uint64_t key)
+{
+	struct probe pr;
+
+	probe_init(l, key, &pr);
+	__builtin_prefetch(&l->slots[pr.home], 1);
+}
+
+int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
+		  uint64_t now_ns, struct limiter_result *out)
+{
+	struct limiter_plan pl;
+
+	limiter_plan_init(p, &pl);
+	return limiter_check_plan(l, key, &pl, now_ns, out);
 }
 
 /* True when the word describes a bucket that has been full for at least

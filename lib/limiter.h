@@ -98,6 +98,29 @@ void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside *
 int limiter_check(struct limiter *l, uint64_t key, const struct limiter_params *p,
 		  uint64_t now_ns, struct limiter_result *out);
 
+/* A limit's parameters with what every check derives from them (the
+ * GCRA grid, interval and depth) computed once: the request path keeps one
+ * per rate limit (see snapshot_limit) instead of dividing per request.
+ * Plain data, owned by whoever embeds it; valid while `params` are. */
+struct limiter_plan {
+	struct limiter_params params;
+	uint64_t units_per_ns;  /* GCRA grid: TATs are multiples of 1/units_per_ns ns */
+	uint64_t interval_u;    /* emission interval, in grid units */
+	uint64_t depth_u;       /* bucket depth (burst * interval), in grid units */
+	uint64_t limit;         /* limiter_result.limit of a GCRA limit */
+};
+
+void limiter_plan_init(const struct limiter_params *p, struct limiter_plan *out);
+
+/* limiter_check() with a prepared plan: same results, same contract. */
+int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_plan *plan,
+		       uint64_t now_ns, struct limiter_result *out);
+
+/* Starts loading the slot where bucket `key` would be, so that a caller
+ * with other work to do before its limiter_check() does not wait for it.
+ * A hint: no effect on results. Any thread. */
+void limiter_prefetch(const struct limiter *l, uint64_t key);
+
 /* Reclaims buckets idle for idle_ttl_ns (any thread, concurrently with
  * limiter_check, never losing an update). Returns how many. Walks every
  * slot: O(capacity) whatever the count (a few ms for the default size),

@@ -448,6 +448,31 @@ void *pmap_get(const struct pmap *m, uint64_t hash, const void *key)
 	return lookup(m->ops, m->root, 0, hash, key, false);
 }
 
+void *pmap_get_hash(const struct pmap *m, uint64_t hash, size_t nth)
+{
+	const struct pmap_node *n = m->root;
+	unsigned shift = 0;
+
+	while (n) {
+		if (__builtin_expect(n->collision, 0))
+			return n->slot[0].hash == hash && nth < n->n ? n->slot[nth].ptr : NULL;
+
+		uint32_t bit = hash_bit(hash, shift);
+
+		if (!(n->bitmap & bit))
+			return NULL;
+		const struct pmap_slot *s = &n->slot[slot_index(n->bitmap, bit)];
+
+		if (n->childmap & bit) {
+			n = s->ptr;
+			shift += BITS_PER_LEVEL;
+			continue;
+		}
+		return s->hash == hash && nth == 0 ? s->ptr : NULL;
+	}
+	return NULL;
+}
+
 int pmap_edit_begin(const struct pmap *base, struct pmap_edit **ret)
 {
 	struct pmap_edit *e = calloc(1, sizeof(*e));
@@ -733,4 +758,309 @@ static unsigned depth_rec(const struct pmap_node *n)
 unsigned pmap_depth(const struct pmap *m)
 {
 	return m->root ? depth_rec(m->root) : 0;
+}
+
+/* ---- pindex ---- */
+
+#define PX_FAN 64u       /* chunk pointers per page */
+#define PX_SLOTS 64u     /* slots per chunk */
+#define PX_PAGE_SLOTS (PX_FAN * PX_SLOTS)
+
+/* One slot; val NULL when free. Owned by its chunk. */
+struct px_slot {
+	uint64_t hash; /* the caller's hash, unmixed */
+	void *val;     /* borrowed */
+};
+
+/* Slots with linear probing that wraps inside the chunk. Owned by its
+ * references (pages); lives until the last is dropped. Mutated only by the
+ * edit whose token it carries. */
+struct px_chunk {
+	uint32_t refcnt;   /* atomic */
+	uint16_t used;
+	uint16_t overflow; /* an add found it full: some entries are missing */
+	uint64_t edit;
+	struct px_slot slot[PX_SLOTS];
+};
+
+/* Chunk pointers (NULL: empty chunk). Ownership as for chunks. */
+struct px_page {
+	uint32_t refcnt; /* atomic */
+	uint64_t edit;
+	struct px_chunk *chunk[PX_FAN];
+};
+
+/* A sealed index: owned by one holder (a snapshot); its root array is its
+ * own, pages and chunks are shared. */
+struct pindex {
+	size_t count;
+	unsigned root_bits;
+	struct px_page *root[]; /* 1 << root_bits; NULL: empty page */
+};
+
+/* An open edit; owned by the caller until pindex_edit_end/abort. */
+struct pindex_edit {
+	struct pindex *x; /* root array private to the edit */
+	uint64_t token;
+	size_t nodes_allocated;
+};
+
+/* The caller's hash indexes directly (no mixing on the request path): it
+ * must be uniform in its low 12 + root_bits bits, as XXH3 is. */
+#define px_mix(h) (h)
+
+static inline size_t px_root(const struct pindex *x, uint64_t m)
+{
+	return (size_t)(m >> 12) & (((size_t)1 << x->root_bits) - 1);
+}
+
+static inline unsigned px_page_idx(uint64_t m)
+{
+	return (unsigned)(m >> 6) & (PX_FAN - 1);
+}
+
+static inline unsigned px_home(uint64_t m)
+{
+	return (unsigned)m & (PX_SLOTS - 1);
+}
+
+static void px_chunk_unref(struct px_chunk *c)
+{
+	if (c && __atomic_sub_fetch(&c->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		free(c);
+}
+
+static void px_page_unref(struct px_page *p)
+{
+	if (!p || __atomic_sub_fetch(&p->refcnt, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (unsigned i = 0; i < PX_FAN; i++)
+		px_chunk_unref(p->chunk[i]);
+	free(p);
+}
+
+void pindex_free(struct pindex *x)
+{
+	if (!x)
+		return;
+	for (size_t i = 0; i < ((size_t)1 << x->root_bits); i++)
+		px_page_unref(x->root[i]);
+	free(x);
+}
+
+void *pindex_get(const struct pindex *x, uint64_t hash, size_t nth, bool *unsure)
+{
+	uint64_t m = px_mix(hash);
+	const struct px_page *pg = x->root[px_root(x, m)];
+	const struct px_chunk *c;
+
+	*unsure = false;
+	if (!pg || !(c = pg->chunk[px_page_idx(m)]))
+		return NULL;
+	for (unsigned i = px_home(m), n = 0; n < PX_SLOTS; n++, i = (i + 1) & (PX_SLOTS - 1)) {
+		const struct px_slot *s = &c->slot[i];
+
+		if (!s->val)
+			break;
+		if (s->hash == hash && nth-- == 0)
+			return s->val;
+	}
+	*unsure = c->overflow != 0;
+	return NULL;
+}
+
+size_t pindex_count(const struct pindex *x)
+{
+	return x->count;
+}
+
+size_t pindex_capacity(const struct pindex *x)
+{
+	return ((size_t)PX_PAGE_SLOTS) << x->root_bits;
+}
+
+size_t pindex_edit_nodes_allocated(const struct pindex_edit *e)
+{
+	return e->nodes_allocated;
+}
+
+static struct pindex *px_alloc(unsigned root_bits)
+{
+	struct pindex *x = calloc(1, sizeof(*x) + (sizeof(x->root[0]) << root_bits));
+
+	if (x)
+		x->root_bits = root_bits;
+	return x;
+}
+
+int pindex_edit_begin(const struct pindex *base, size_t expect, struct pindex_edit **ret,
+		      bool *refill)
+{
+	struct pindex_edit *e = calloc(1, sizeof(*e));
+	unsigned bits = 0;
+
+	if (!e)
+		return -ENOMEM;
+	e->token = __atomic_fetch_add(&next_edit_token, 1, __ATOMIC_RELAXED);
+	if (base && pindex_capacity(base) >= 2 * expect) {
+		size_t n = (size_t)1 << base->root_bits;
+
+		*refill = false;
+		e->x = px_alloc(base->root_bits);
+		if (!e->x)
+			goto out_free;
+		e->x->count = base->count;
+		for (size_t i = 0; i < n; i++) {
+			e->x->root[i] = base->root[i];
+			if (base->root[i])
+				__atomic_add_fetch(&base->root[i]->refcnt, 1, __ATOMIC_RELAXED);
+		}
+	} else {
+		/* At most half full: chunks of 64 slots then overflow with a
+		 * negligible chance, and a growing ruleset starts over once
+		 * per doubling (the power of two rounds up). */
+		while (((size_t)PX_PAGE_SLOTS << bits) < 2 * expect && bits < 40)
+			bits++;
+		*refill = true;
+		e->x = px_alloc(bits);
+		if (!e->x)
+			goto out_free;
+	}
+	*ret = e;
+	return 0;
+
+out_free:
+	free(e);
+	return -ENOMEM;
+}
+
+/* Makes the page holding m writable by e; NULL on ENOMEM. */
+static struct px_page *px_page_writable(struct pindex_edit *e, uint64_t m)
+{
+	struct px_page **pp = &e->x->root[px_root(e->x, m)], *old = *pp, *p;
+
+	if (old && old->edit == e->token)
+		return old;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return NULL;
+	e->nodes_allocated++;
+	p->refcnt = 1;
+	p->edit = e->token;
+	if (old) {
+		memcpy(p->chunk, old->chunk, sizeof(p->chunk));
+		for (unsigned i = 0; i < PX_FAN; i++)
+			if (p->chunk[i])
+				__atomic_add_fetch(&p->chunk[i]->refcnt, 1, __ATOMIC_RELAXED);
+		px_page_unref(old);
+	} else {
+		memset(p->chunk, 0, sizeof(p->chunk));
+	}
+	*pp = p;
+	return p;
+}
+
+static struct px_chunk *px_chunk_writable(struct pindex_edit *e, struct px_page *p, uint64_t m)
+{
+	struct px_chunk **cp = &p->chunk[px_page_idx(m)], *old = *cp, *c;
+
+	if (old && old->edit == e->token)
+		return old;
+	c = malloc(sizeof(*c));
+	if (!c)
+		return NULL;
+	e->nodes_allocated++;
+	c->refcnt = 1;
+	c->edit = e->token;
+	if (old) {
+		c->used = old->used;
+		c->overflow = old->overflow;
+		memcpy(c->slot, old->slot, sizeof(c->slot));
+		px_chunk_unref(old);
+	} else {
+		c->used = 0;
+		c->overflow = 0;
+		memset(c->slot, 0, sizeof(c->slot));
+	}
+	*cp = c;
+	return c;
+}
+
+int pindex_edit_add(struct pindex_edit *e, uint64_t hash, void *val)
+{
+	uint64_t m = px_mix(hash);
+	struct px_page *p = px_page_writable(e, m);
+	struct px_chunk *c = p ? px_chunk_writable(e, p, m) : NULL;
+	unsigned i = px_home(m);
+
+	if (!c)
+		return -ENOMEM;
+	if (c->used == PX_SLOTS) {
+		c->overflow = 1;
+		return 0;
+	}
+	while (c->slot[i].val)
+		i = (i + 1) & (PX_SLOTS - 1);
+	c->slot[i] = (struct px_slot){ hash, val };
+	c->used++;
+	e->x->count++;
+	return 0;
+}
+
+int pindex_edit_remove(struct pindex_edit *e, uint64_t hash, const void *val)
+{
+	uint64_t m = px_mix(hash);
+	const struct px_page *rp = e->x->root[px_root(e->x, m)];
+	const struct px_chunk *rc = rp ? rp->chunk[px_page_idx(m)] : NULL;
+	struct px_chunk *c;
+	struct px_page *p;
+	unsigned i = px_home(m), n;
+
+	/* Find it before copying anything: a miss copies nothing. */
+	if (!rc)
+		return -ENOENT;
+	for (n = 0; n < PX_SLOTS; n++, i = (i + 1) & (PX_SLOTS - 1)) {
+		if (!rc->slot[i].val)
+			return -ENOENT;
+		if (rc->slot[i].val == val && rc->slot[i].hash == hash)
+			break;
+	}
+	if (n == PX_SLOTS)
+		return -ENOENT;
+	p = px_page_writable(e, m);
+	c = p ? px_chunk_writable(e, p, m) : NULL;
+	if (!c)
+		return -ENOMEM;
+	/* Backward-shift deletion keeps every probe run unbroken. */
+	for (unsigned j = i, k = 1; k < PX_SLOTS; k++) {
+		j = (j + 1) & (PX_SLOTS - 1);
+		if (!c->slot[j].val)
+			break;
+		unsigned home = px_home(px_mix(c->slot[j].hash));
+		/* Move j back to the hole when its home is not within (i, j]. */
+		if (((j - home) & (PX_SLOTS - 1)) >= ((j - i) & (PX_SLOTS - 1))) {
+			c->slot[i] = c->slot[j];
+			i = j;
+		}
+	}
+	c->slot[i] = (struct px_slot){ 0, NULL };
+	c->used--;
+	e->x->count--;
+	return 0;
+}
+
+int pindex_edit_end(struct pindex_edit *e, struct pindex **ret)
+{
+	/* The token dies with the edit: its pages and chunks are sealed. */
+	*ret = e->x;
+	free(e);
+	return 0;
+}
+
+void pindex_edit_abort(struct pindex_edit *e)
+{
+	if (!e)
+		return;
+	pindex_free(e->x);
+	free(e);
 }

@@ -39,6 +39,13 @@ size_t pmap_count(const struct pmap *m);
 /* The value stored under (hash, key), or NULL. Lock-free, allocation-free. */
 void *pmap_get(const struct pmap *m, uint64_t hash, const void *key);
 
+/* The nth (from 0) value stored under exactly `hash`, or NULL: for callers
+ * that compare keys themselves, inline, instead of through ops->match.
+ * Values share a hash only in a collision, so n > 0 is for that rare loop:
+ *     for (n = 0; (v = pmap_get_hash(m, h, n)); n++) if (mine(v)) ...
+ * Lock-free, allocation-free, no indirect calls. */
+void *pmap_get_hash(const struct pmap *m, uint64_t hash, size_t n);
+
 /* An edit turns one map into the next. Not thread-safe itself; the base map
  * stays valid and unchanged throughout. */
 struct pmap_edit;
@@ -73,5 +80,47 @@ int pmap_diff(const struct pmap *a, const struct pmap *b,
 
 /* Depth of the deepest node (tests and benchmarks). */
 unsigned pmap_depth(const struct pmap *m);
+
+/* ---- pindex: a flat hash index for the request path ----
+ *
+ * hash -> borrowed pointer, as a fixed-depth radix of open-addressing
+ * chunks: root[] -> page (64 chunk pointers) -> chunk (64 slots of {hash,
+ * value}). A lookup reads three cache lines (root entry, page entry, slot)
+ * where a trie of 100,000 keys reads two per level. Edits copy the root,
+ * one page and one chunk per changed key and share everything else, like a
+ * pmap. Values are not owned: the caller keeps them alive (the snapshot's
+ * maps do). Sized when an edit begins: an edit that would pass half full
+ * starts over with a larger table that the caller refills. A chunk that
+ * fills up marks itself overflowed and drops the add: a lookup that misses
+ * there must ask the caller's authoritative map (pindex_get's *unsure).
+ * Hashes index the table as they are: they must be uniform (XXH3 is; an
+ * FNV-style hash is not).
+ */
+struct pindex;
+struct pindex_edit;
+
+/* An edit of `base` (NULL: empty) for up to `expect` entries in the end.
+ * *refill is set when the edit starts empty (a new size): the caller then
+ * adds every entry it had. -ENOMEM. */
+int pindex_edit_begin(const struct pindex *base, size_t expect, struct pindex_edit **ret,
+		      bool *refill);
+/* Adds (hash, val); the caller guarantees val is not already there. */
+int pindex_edit_add(struct pindex_edit *e, uint64_t hash, void *val);
+/* Removes the slot holding exactly (hash, val); 0 or -ENOENT. */
+int pindex_edit_remove(struct pindex_edit *e, uint64_t hash, const void *val);
+/* Seals the edit into *ret (frees the edit, also on failure). -ENOMEM. */
+int pindex_edit_end(struct pindex_edit *e, struct pindex **ret);
+void pindex_edit_abort(struct pindex_edit *e); /* accepts NULL */
+void pindex_free(struct pindex *x);             /* accepts NULL */
+
+/* The nth (from 0) value stored under `hash`, or NULL. When it returns
+ * NULL and *unsure is true, the key may exist but did not fit (its chunk
+ * overflowed): look it up in the authoritative map. Lock-free. */
+void *pindex_get(const struct pindex *x, uint64_t hash, size_t nth, bool *unsure);
+
+size_t pindex_count(const struct pindex *x);
+size_t pindex_capacity(const struct pindex *x);
+/* Pages and chunks allocated by this edit so far. */
+size_t pindex_edit_nodes_allocated(const struct pindex_edit *e);
 
 #endif

@@ -1,8 +1,9 @@
 /* snapshot.c - immutable ruleset snapshots built by path copying, published
  * with RCU. Invariants: a built snapshot never changes; its indexes (client
- * keys, routes, reference counts) agree with its resource map; every
- * reference names an existing resource of the right kind; a failed build
- * releases everything it took. */
+ * keys, routes, limits with their plans, reference counts, and the flat
+ * client and route indexes that mirror two of them) agree with its resource
+ * map; every reference names an existing resource of the right kind; a
+ * failed build releases everything it took. */
 #include "snapshot.h"
 
 #include <assert.h>
@@ -47,6 +48,12 @@ static char snapshot_rcu_sync;
 #define TSAN_ACQUIRE() ((void)0)
 #endif
 
+/* An access list and one of its tables; borrowed from the resource. */
+struct list_table {
+	const struct policy_res *list;
+	const struct cidr_table *table;
+};
+
 /* One ruleset at one version. Owned by its references (snapshot_ref/unref,
  * a cell holds one); lives until the last is dropped, after an RCU grace
  * period when it was published. */
@@ -54,19 +61,29 @@ struct snapshot {
 	uint32_t refcnt;      /* atomic */
 	uint32_t rcu_queued;  /* atomic: rcu head in use by call_rcu */
 	uint64_t version;
+	uint64_t uid;         /* snapshot_uid() */
 	struct pmap *res;     /* (kind, id) -> struct policy_res */
 	struct pmap *clients; /* client key bytes -> struct client_ent */
-	struct pmap *routes;  /* (host, match_prefix) -> route policy_res */
+	struct pmap *routes;  /* (host, match_prefix) -> struct route_ent */
 	struct pmap *refs;    /* referenced (kind, id) -> struct ref_ent */
 	/* Rate limits, access lists, upstreams and settings again, (kind, id)
 	 * -> policy_res: a few entries, so the request path's lookups of them
 	 * walk a shallow trie instead of the one that also holds every client. */
 	struct pmap *small;
+	/* Rate limits once more, (kind, id) -> struct limit_ent: the resource
+	 * with its limiter plan, so a request does no division to set up. */
+	struct pmap *limits;
+	/* Flat copies of the client and route maps for the request path
+	 * (pmap.h, pindex): three cache lines per lookup instead of two per
+	 * trie level. Same keys and hashes; values borrowed from the maps. */
+	struct pindex *client_ix; /* client_ix_hash(key) -> struct client_ent */
+	struct pindex *route_ix;  /* route hash -> struct route_ent */
 	const struct policy_res *settings; /* borrowed from res; NULL: defaults */
-	/* settings.access_lists resolved when built (borrowed from res), so
-	 * the request path does not look them up. */
-	const struct policy_res *global_lists[2 * POLICY_MAX_REFS];
-	size_t n_global_lists;
+	/* settings.access_lists resolved when built (borrowed from res), as
+	 * (list, table) pairs in order, skipping absent tables: the request
+	 * path neither looks them up nor reads the list resources. */
+	struct list_table global_deny[2 * POLICY_MAX_REFS], global_allow[2 * POLICY_MAX_REFS];
+	size_t n_global_deny, n_global_allow;
 	size_t nodes_created; /* map nodes allocated when this one was built */
 	size_t kind_count[POLICY_KIND_MAX + 1];
 	unsigned route_depth_max; /* deepest match_depth of any route */
@@ -100,6 +117,25 @@ struct ref_ent {
 	char id[];
 };
 
+/* One rate limit in the limit index. Immutable; owned by the limit-map
+ * nodes holding it, lives until the last of them is freed. */
+struct limit_ent {
+	uint32_t refcnt; /* atomic */
+	struct snapshot_limit l; /* l.res holds one reference */
+};
+
+/* One route in the route index: its key bytes inline, so that matching a
+ * candidate reads this one line rather than the resource and its strings.
+ * Immutable; owned by the route-map nodes holding it, lives until the last
+ * of them is freed. */
+struct route_ent {
+	uint32_t refcnt; /* atomic */
+	uint16_t host_len;
+	uint16_t prefix_len;
+	struct snapshot_route r; /* r.res holds one reference */
+	char key[];      /* host, NUL, match_prefix, NUL */
+};
+
 /* Lookup key of the resource and reference maps; on the caller's stack
  * for the duration of one call. */
 struct res_key {
@@ -123,6 +159,7 @@ struct route_key {
 };
 
 static size_t live_snapshots;
+static uint64_t next_uid = 1;
 
 static const struct policy_settings default_settings = {
 	.client_id_header = POLICY_DEFAULT_CLIENT_ID_HEADER,
@@ -197,28 +234,83 @@ static const struct pmap_ops client_ops = {
 	.val_ref = client_ref, .val_unref = client_unref,
 };
 
-/* Routes are keyed by (host, match_prefix); hosts and prefixes never hold
- * a NUL, so comparing up to the key length plus the terminator is exact. */
+/* Equality of two short byte strings of length n without a libc call: keys
+ * on the request path are a few dozen bytes, where memcmp's call and
+ * dispatch cost more than the compare. Reads only the n bytes of each. */
+static inline bool short_eq(const void *a, const void *b, size_t n)
+{
+	const unsigned char *p = a, *q = b;
+	uint64_t x, y;
+	uint32_t u, v;
+
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&x, p + i, 8);
+			memcpy(&y, q + i, 8);
+			if (x != y)
+				return false;
+		}
+		memcpy(&x, p + n - 8, 8); /* the tail, overlapping */
+		memcpy(&y, q + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		memcpy(&u, p, 4);
+		memcpy(&v, q, 4);
+		if (u != v)
+			return false;
+		memcpy(&u, p + n - 4, 4);
+		memcpy(&v, q + n - 4, 4);
+		return u == v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != q[i])
+			return false;
+	return true;
+}
+
+/* Routes are keyed by (host, match_prefix). */
+static inline bool route_is(const struct route_ent *e, const char *host, size_t host_len,
+			    const char *prefix, size_t prefix_len)
+{
+	return e->host_len == host_len && e->prefix_len == prefix_len &&
+	       short_eq(e->key, host, host_len) &&
+	       short_eq(e->key + host_len + 1, prefix, prefix_len);
+}
+
 static bool route_match(const void *val, const void *key)
 {
-	const struct policy_route *rt = &((const struct policy_res *)val)->u.route;
 	const struct route_key *k = key;
 
-	return rt->match_prefix_len == k->prefix_len &&
-	       memcmp(rt->match_prefix, k->prefix, k->prefix_len) == 0 &&
-	       strncmp(rt->host, k->host, k->host_len) == 0 && rt->host[k->host_len] == '\0';
+	return route_is(val, k->host, k->host_len, k->prefix, k->prefix_len);
 }
 
 static bool route_same(const void *a, const void *b)
 {
-	const struct policy_route *ra = &((const struct policy_res *)a)->u.route;
-	const struct policy_route *rb = &((const struct policy_res *)b)->u.route;
+	const struct route_ent *ea = a, *eb = b;
 
-	return strcmp(ra->host, rb->host) == 0 && strcmp(ra->match_prefix, rb->match_prefix) == 0;
+	return ea->host_len == eb->host_len && ea->prefix_len == eb->prefix_len &&
+	       memcmp(ea->key, eb->key, (size_t)ea->host_len + 1 + ea->prefix_len) == 0;
+}
+
+static void route_ent_ref(void *v)
+{
+	__atomic_add_fetch(&((struct route_ent *)v)->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+static void route_ent_unref(void *v)
+{
+	struct route_ent *e = v;
+
+	if (__atomic_sub_fetch(&e->refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
+		policy_res_unref((struct policy_res *)e->r.res);
+		free(e);
+	}
 }
 
 static const struct pmap_ops route_ops = {
-	.match = route_match, .same_key = route_same, .val_ref = res_ref, .val_unref = res_unref,
+	.match = route_match, .same_key = route_same,
+	.val_ref = route_ent_ref, .val_unref = route_ent_unref,
 };
 
 static bool ref_match(const void *val, const void *key)
@@ -250,13 +342,52 @@ static void ref_ent_unref(void *v)
 		free(r);
 }
 
+static bool limit_match(const void *val, const void *key)
+{
+	return res_match(((const struct limit_ent *)val)->l.res, key);
+}
+
+static bool limit_same(const void *a, const void *b)
+{
+	return res_same(((const struct limit_ent *)a)->l.res, ((const struct limit_ent *)b)->l.res);
+}
+
+static void limit_ref(void *v)
+{
+	__atomic_add_fetch(&((struct limit_ent *)v)->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+static void limit_unref(void *v)
+{
+	struct limit_ent *e = v;
+
+	if (__atomic_sub_fetch(&e->refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
+		policy_res_unref((struct policy_res *)e->l.res);
+		free(e);
+	}
+}
+
+static const struct pmap_ops limit_ops = {
+	.match = limit_match, .same_key = limit_same, .val_ref = limit_ref, .val_unref = limit_unref,
+};
+
 static const struct pmap_ops ref_ops = {
 	.match = ref_match, .same_key = ref_same, .val_ref = ref_ent_ref, .val_unref = ref_ent_unref,
 };
 
+/* The flat client index hashes keys with XXH3, not with the clients map's
+ * FNV-1a (policy_client_key_hash, fixed by the eBPF ABI): uniform bits to
+ * index with, and a quarter of the latency for a short key. */
+static inline uint64_t client_ix_hash(const char *key, size_t len)
+{
+	return XXH3_64bits(key, len);
+}
+
 /* The route hash covers host and prefix without building "host\0prefix":
- * the host's hash seeds the prefix's, so a lookup hashes the host once and
- * then each candidate prefix slice in place. */
+ * the host is hashed once per lookup and each candidate prefix slice in
+ * place; the two hashes are independent (not seeded one by the other), so
+ * the CPU computes them side by side. The odd multiplier keeps (a, b) and
+ * (b, a) apart; the result stays uniform, as pindex needs. */
 static uint64_t host_seed(const char *host, size_t host_len)
 {
 	return XXH3_64bits(host, host_len);
@@ -264,7 +395,7 @@ static uint64_t host_seed(const char *host, size_t host_len)
 
 static uint64_t route_hash(uint64_t seed, const char *prefix, size_t prefix_len)
 {
-	return XXH3_64bits_withSeed(prefix, prefix_len, seed);
+	return seed ^ (XXH3_64bits(prefix, prefix_len) * 0x9e3779b97f4a7c15ull);
 }
 
 static uint64_t route_res_hash(const struct policy_res *r)
@@ -292,6 +423,7 @@ static struct snapshot *snap_alloc(void)
 	if (!s)
 		return NULL;
 	s->refcnt = 1;
+	s->uid = __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
 	return s;
 }
@@ -303,6 +435,9 @@ static void snap_free(struct snapshot *s)
 	pmap_unref(s->routes);
 	pmap_unref(s->refs);
 	pmap_unref(s->small);
+	pmap_unref(s->limits);
+	pindex_free(s->client_ix);
+	pindex_free(s->route_ix);
 	free(s);
 	__atomic_sub_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
 }
@@ -326,6 +461,15 @@ size_t snapshot_live_count(void)
 	return __atomic_load_n(&live_snapshots, __ATOMIC_RELAXED);
 }
 
+static int empty_index(struct pindex **ret)
+{
+	struct pindex_edit *e;
+	bool refill;
+	int r = pindex_edit_begin(NULL, 0, &e, &refill);
+
+	return r < 0 ? r : pindex_edit_end(e, ret);
+}
+
 int snapshot_new_empty(const char *ruleset, struct snapshot **ret)
 {
 	struct snapshot *s;
@@ -341,7 +485,9 @@ int snapshot_new_empty(const char *ruleset, struct snapshot **ret)
 	s->routes = pmap_new(&route_ops);
 	s->refs = pmap_new(&ref_ops);
 	s->small = pmap_new(&res_ops);
-	if (!s->res || !s->clients || !s->routes || !s->refs || !s->small) {
+	s->limits = pmap_new(&limit_ops);
+	if (!s->res || !s->clients || !s->routes || !s->refs || !s->small || !s->limits ||
+	    empty_index(&s->client_ix) < 0 || empty_index(&s->route_ix) < 0) {
 		snap_free(s);
 		return -ENOMEM;
 	}
@@ -427,7 +573,8 @@ static bool out_first(const struct out_ref *out, size_t i)
  * stack of build_next(). */
 struct builder {
 	struct snapshot *next;
-	struct pmap_edit *res, *clients, *routes, *refs, *small;
+	struct pmap_edit *res, *clients, *routes, *refs, *small, *limits;
+	struct pindex_edit *client_ix, *route_ix; /* mirror clients and routes */
 	struct policy_errs *errs;
 	bool cap_hit;
 };
@@ -509,6 +656,10 @@ static int unindex(struct builder *b, const struct policy_res *old)
 
 			if (!e || e->c.res != old)
 				continue;
+			/* -ENOENT: an entry its full chunk dropped (see pindex). */
+			r = pindex_edit_remove(b->client_ix, client_ix_hash(k.p, k.len), e);
+			if (r < 0 && r != -ENOENT)
+				return r;
 			r = pmap_edit_del(b->clients, c->key_hashes[i], &k);
 			if (r < 0)
 				return r;
@@ -517,7 +668,12 @@ static int unindex(struct builder *b, const struct policy_res *old)
 		struct route_key k = route_res_key(old);
 		uint64_t h = route_res_hash(old);
 
-		if (pmap_edit_get(b->routes, h, &k) == old) {
+		const struct route_ent *e = pmap_edit_get(b->routes, h, &k);
+
+		if (e && e->r.res == old) {
+			r = pindex_edit_remove(b->route_ix, h, e);
+			if (r < 0 && r != -ENOENT)
+				return r;
 			r = pmap_edit_del(b->routes, h, &k);
 			if (r < 0)
 				return r;
@@ -529,6 +685,15 @@ static int unindex(struct builder *b, const struct policy_res *old)
 			r = pmap_edit_del(b->small, old->key_hash, &k);
 			if (r < 0)
 				return r;
+		}
+		if (old->kind == POLICY_KIND_RATE_LIMIT) {
+			const struct limit_ent *le = pmap_edit_get(b->limits, old->key_hash, &k);
+
+			if (le && le->l.res == old) {
+				r = pmap_edit_del(b->limits, old->key_hash, &k);
+				if (r < 0)
+					return r;
+			}
 		}
 	}
 	res_out_refs(old, out, &n);
@@ -549,6 +714,12 @@ static void field_name(char *buf, size_t len, const struct out_ref *o)
 		snprintf(buf, len, "%s", o->field);
 	else
 		snprintf(buf, len, "%s[%d]", o->field, o->index);
+}
+
+static bool selector_empty(const struct policy_selector *sel)
+{
+	return !sel->client.id && !sel->has_source && !sel->host && !sel->path_prefix &&
+	       !sel->method;
 }
 
 /* Puts a resource entering the ruleset into every index; duplicates of
@@ -596,20 +767,46 @@ static int reindex(struct builder *b, struct policy_res *res)
 				free(e);
 				return r;
 			}
+			r = pindex_edit_add(b->client_ix, client_ix_hash(k.p, k.len), e);
+			if (r < 0)
+				return r;
 		}
 	} else if (res->kind == POLICY_KIND_ROUTE) {
 		struct route_key k = route_res_key(res);
 		uint64_t h = route_res_hash(res);
-		const struct policy_res *old = pmap_edit_get(b->routes, h, &k);
+		const struct route_ent *old = pmap_edit_get(b->routes, h, &k);
+		struct route_ent *e;
 
 		if (old) {
 			policy_errs_add(b->errs,
 					"%s/%s.path_prefix: host '%s' path '%s' is already routed by %s/%s",
 					kname, res->id, res->u.route.host, res->u.route.path_prefix,
-					kname, old->id);
+					kname, old->r.res->id);
+		} else if (k.host_len > UINT16_MAX || k.prefix_len > UINT16_MAX) {
+			/* Beyond POLICY_MAX_HOST_LEN / POLICY_MAX_PATH_LEN. */
+			policy_errs_add(b->errs, "%s/%s: host or path prefix too long", kname,
+					res->id);
 		} else {
-			r = pmap_edit_put(b->routes, h, &k, res);
-			if (r < 0)
+			e = malloc(sizeof(*e) + k.host_len + k.prefix_len + 2);
+			if (!e)
+				return -ENOMEM;
+			e->refcnt = 0; /* the map takes the only reference */
+			e->host_len = (uint16_t)k.host_len;
+			e->prefix_len = (uint16_t)k.prefix_len;
+			memcpy(e->key, k.host, k.host_len + 1);
+			memcpy(e->key + k.host_len + 1, k.prefix, k.prefix_len);
+			e->key[k.host_len + 1 + k.prefix_len] = '\0';
+			e->r.res = policy_res_ref(res);
+			e->r.all_methods = res->u.route.n_methods == 0;
+			e->r.no_access_lists = res->u.route.n_access_lists == 0;
+			e->r.no_rate_limits = res->u.route.n_rate_limits == 0;
+			r = pmap_edit_put(b->routes, h, &k, e);
+			if (r < 0) {
+				policy_res_unref(res);
+				free(e);
+				return r;
+			}
+			if ((r = pindex_edit_add(b->route_ix, h, e)) < 0)
 				return r;
 		}
 	} else {
@@ -618,6 +815,26 @@ static int reindex(struct builder *b, struct policy_res *res)
 		r = pmap_edit_put(b->small, res->key_hash, &k, res);
 		if (r < 0)
 			return r;
+		if (res->kind == POLICY_KIND_RATE_LIMIT) {
+			struct limit_ent *le = malloc(sizeof(*le));
+			struct limiter_params params;
+
+			if (!le)
+				return -ENOMEM;
+			le->refcnt = 0; /* the map takes the only reference */
+			le->l.res = policy_res_ref(res);
+			le->l.proxy = res->u.rate_limit.enforce != POLICY_ENFORCE_KERNEL;
+			le->l.shadow = res->u.rate_limit.action == POLICY_ACTION_SHADOW;
+			le->l.selects_all = selector_empty(&res->u.rate_limit.sel);
+			limiter_params_from_policy(&res->u.rate_limit, &params);
+			limiter_plan_init(&params, &le->l.plan);
+			r = pmap_edit_put(b->limits, res->key_hash, &k, le);
+			if (r < 0) {
+				policy_res_unref(res);
+				free(le);
+				return r;
+			}
+		}
 	}
 	if (!res_out_refs(res, out, &n))
 		policy_errs_add(b->errs, "%s/%s: too many references", kname, res->id);
@@ -751,6 +968,9 @@ static void builder_abort(struct builder *b)
 	pmap_edit_abort(b->routes);
 	pmap_edit_abort(b->refs);
 	pmap_edit_abort(b->small);
+	pmap_edit_abort(b->limits);
+	pindex_edit_abort(b->client_ix);
+	pindex_edit_abort(b->route_ix);
 	snap_free(b->next);
 }
 
@@ -762,13 +982,18 @@ static int builder_finish(struct builder *b, struct snapshot **ret)
 	n->nodes_created = pmap_edit_nodes_allocated(b->res) +
 			   pmap_edit_nodes_allocated(b->clients) +
 			   pmap_edit_nodes_allocated(b->routes) + pmap_edit_nodes_allocated(b->refs) +
-			   pmap_edit_nodes_allocated(b->small);
+			   pmap_edit_nodes_allocated(b->small) + pmap_edit_nodes_allocated(b->limits) +
+			   pindex_edit_nodes_allocated(b->client_ix) +
+			   pindex_edit_nodes_allocated(b->route_ix);
 	n->res = pmap_edit_end(b->res);
 	n->clients = pmap_edit_end(b->clients);
 	n->routes = pmap_edit_end(b->routes);
 	n->refs = pmap_edit_end(b->refs);
 	n->small = pmap_edit_end(b->small);
-	if (!n->res || !n->clients || !n->routes || !n->refs || !n->small) {
+	n->limits = pmap_edit_end(b->limits);
+	pindex_edit_end(b->client_ix, &n->client_ix);
+	pindex_edit_end(b->route_ix, &n->route_ix);
+	if (!n->res || !n->clients || !n->routes || !n->refs || !n->small || !n->limits) {
 		snap_free(n); /* pmap_edit_end freed the edits that failed */
 		return -ENOMEM;
 	}
@@ -779,8 +1004,14 @@ static int builder_finish(struct builder *b, struct snapshot **ret)
 			const struct policy_res *al =
 				snapshot_get_ref(n, POLICY_KIND_ACCESS_LIST, &st->access_lists[i]);
 
-			if (al)
-				n->global_lists[n->n_global_lists++] = al;
+			if (!al)
+				continue;
+			if (al->u.access_list.deny_table)
+				n->global_deny[n->n_global_deny++] =
+					(struct list_table){ al, al->u.access_list.deny_table };
+			if (al->u.access_list.allow_table)
+				n->global_allow[n->n_global_allow++] =
+					(struct list_table){ al, al->u.access_list.allow_table };
 		}
 	}
 	n->route_depth_max = 0;
@@ -792,6 +1023,45 @@ static int builder_finish(struct builder *b, struct snapshot **ret)
 	}
 	*ret = n;
 	return 0;
+}
+
+static int refill_client_cb(void *arg, void *val)
+{
+	const struct client_ent *e = val;
+
+	return pindex_edit_add(arg, client_ix_hash(e->key, e->key_len), val);
+}
+
+static int refill_route_cb(void *arg, void *val)
+{
+	const struct route_ent *e = val;
+
+	return pindex_edit_add(arg, route_res_hash(e->r.res), val);
+}
+
+/* Opens the flat indexes' edits, sized for what the change could add; an
+ * index that must grow starts over and is refilled from base's map. */
+static int index_begin(const struct snapshot *base, const struct changes *ch, struct builder *b)
+{
+	size_t clients = pmap_count(base->clients), routes = pmap_count(base->routes);
+	bool refill;
+	int r;
+
+	for (size_t i = 0; i < ch->n_upserts; i++) {
+		if (ch->upserts[i]->kind == POLICY_KIND_CLIENT)
+			clients += ch->upserts[i]->u.client.n_keys;
+		else if (ch->upserts[i]->kind == POLICY_KIND_ROUTE)
+			routes++;
+	}
+	r = pindex_edit_begin(base->client_ix, clients, &b->client_ix, &refill);
+	if (r == 0 && refill)
+		r = pmap_foreach(base->clients, refill_client_cb, b->client_ix);
+	if (r < 0)
+		return r;
+	r = pindex_edit_begin(base->route_ix, routes, &b->route_ix, &refill);
+	if (r == 0 && refill)
+		r = pmap_foreach(base->routes, refill_route_cb, b->route_ix);
+	return r;
 }
 
 static int build_next(const struct snapshot *base, uint64_t version, const struct changes *ch,
@@ -825,7 +1095,9 @@ static int build_next(const struct snapshot *base, uint64_t version, const struc
 	    (r = pmap_edit_begin(base->clients, &b.clients)) < 0 ||
 	    (r = pmap_edit_begin(base->routes, &b.routes)) < 0 ||
 	    (r = pmap_edit_begin(base->refs, &b.refs)) < 0 ||
-	    (r = pmap_edit_begin(base->small, &b.small)) < 0)
+	    (r = pmap_edit_begin(base->small, &b.small)) < 0 ||
+	    (r = pmap_edit_begin(base->limits, &b.limits)) < 0 ||
+	    (r = index_begin(base, ch, &b)) < 0)
 		goto out_abort;
 
 	/* Everything leaving first, so that a key or route moving from one
@@ -1070,6 +1342,11 @@ uint64_t snapshot_version(const struct snapshot *s)
 	return s->version;
 }
 
+uint64_t snapshot_uid(const struct snapshot *s)
+{
+	return s->uid;
+}
+
 size_t snapshot_count(const struct snapshot *s, enum policy_kind kind)
 {
 	if (kind == 0)
@@ -1093,15 +1370,39 @@ const struct policy_res *snapshot_get(const struct snapshot *s, enum policy_kind
 	return pmap_get(kind_map(s, kind), policy_key_hash(kind, id, k.id_len), &k);
 }
 
+static inline bool res_is(const struct policy_res *r, enum policy_kind kind, const char *id,
+			  size_t id_len)
+{
+	return r->kind == kind && r->id_len == id_len && memcmp(r->id, id, id_len) == 0;
+}
+
+/* The request path's lookups compare keys inline (pmap_get_hash) rather
+ * than through the maps' ops: no indirect call per level or candidate. */
 const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_kind kind,
 					  const struct policy_ref *ref)
 {
-	struct res_key k;
+	const struct pmap *m = kind_map(s, kind);
+	const struct policy_res *r;
 
 	if (!ref->id)
 		return NULL;
-	k = (struct res_key){ kind, ref->id, ref->id_len };
-	return pmap_get(kind_map(s, kind), ref->key_hash, &k);
+	for (size_t n = 0; (r = pmap_get_hash(m, ref->key_hash, n)); n++)
+		if (res_is(r, kind, ref->id, ref->id_len))
+			return r;
+	return NULL;
+}
+
+const struct snapshot_limit *snapshot_lookup_limit(const struct snapshot *s,
+						   const struct policy_ref *ref)
+{
+	const struct limit_ent *e;
+
+	if (!ref->id)
+		return NULL;
+	for (size_t n = 0; (e = pmap_get_hash(s->limits, ref->key_hash, n)); n++)
+		if (res_is(e->l.res, POLICY_KIND_RATE_LIMIT, ref->id, ref->id_len))
+			return &e->l;
+	return NULL;
 }
 
 static int collect_cb(void *arg, void *val)
@@ -1134,10 +1435,21 @@ const struct policy_settings *snapshot_settings(const struct snapshot *s)
 const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s, const char *key,
 						    size_t len)
 {
-	struct bytes_key k = { key, len };
-	const struct client_ent *e = pmap_get(s->clients, policy_client_key_hash(key, len), &k);
+	const struct client_ent *e;
+	bool unsure;
+	uint64_t h;
 
-	return e ? &e->c : NULL;
+	for (size_t n = 0; (e = pindex_get(s->client_ix, client_ix_hash(key, len), n, &unsure));
+	     n++)
+		if (e->key_len == len && short_eq(e->key, key, len))
+			return &e->c;
+	if (!unsure)
+		return NULL;
+	h = policy_client_key_hash(key, len);
+	for (size_t n = 0; (e = pmap_get_hash(s->clients, h, n)); n++)
+		if (e->key_len == len && memcmp(e->key, key, len) == 0)
+			return &e->c;
+	return NULL;
 }
 
 const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
@@ -1148,20 +1460,37 @@ const struct policy_res *snapshot_find_client(const struct snapshot *s, const ch
 	return c ? c->res : NULL;
 }
 
+static const struct snapshot_route *route_get(const struct snapshot *s, uint64_t h,
+					      const char *host, size_t host_len, const char *prefix,
+					      size_t prefix_len)
+{
+	const struct route_ent *e;
+	bool unsure;
+
+	for (size_t n = 0; (e = pindex_get(s->route_ix, h, n, &unsure)); n++)
+		if (route_is(e, host, host_len, prefix, prefix_len))
+			return &e->r;
+	if (!unsure)
+		return NULL;
+	for (size_t n = 0; (e = pmap_get_hash(s->routes, h, n)); n++)
+		if (route_is(e, host, host_len, prefix, prefix_len))
+			return &e->r;
+	return NULL;
+}
+
 /* The longest route of one host for the path, trying prefixes at segment
  * boundaries from `end` (the end of the deepest useful prefix) up to "/". */
-static const struct policy_res *match_host(const struct snapshot *s, const char *host,
-					   size_t host_len, const char *path, size_t end)
+static const struct snapshot_route *match_host(const struct snapshot *s, const char *host,
+					       size_t host_len, const char *path, size_t end)
 {
 	uint64_t seed = host_seed(host, host_len);
-	struct route_key k = { host, host_len, NULL, 0 };
 
 	for (;;) {
-		const struct policy_res *r;
+		const char *prefix = end ? path : "/";
+		size_t prefix_len = end ? end : 1;
+		uint64_t h = route_hash(seed, prefix, prefix_len);
+		const struct snapshot_route *r = route_get(s, h, host, host_len, prefix, prefix_len);
 
-		k.prefix = end ? path : "/";
-		k.prefix_len = end ? end : 1;
-		r = pmap_get(s->routes, route_hash(seed, k.prefix, k.prefix_len), &k);
 		if (r)
 			return r;
 		if (end <= 1)
@@ -1176,8 +1505,17 @@ const struct policy_res *snapshot_match_route(const struct snapshot *s, const ch
 					      size_t host_len, const char *path,
 					      size_t path_len)
 {
+	const struct snapshot_route *r = snapshot_lookup_route(s, host, host_len, path, path_len);
+
+	return r ? r->res : NULL;
+}
+
+const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
+						   size_t host_len, const char *path,
+						   size_t path_len)
+{
 	const char *q = path_len ? memchr(path, '?', path_len) : NULL;
-	const struct policy_res *r;
+	const struct snapshot_route *r;
 	unsigned seen = 0;
 	size_t end;
 
@@ -1250,12 +1588,19 @@ enum snapshot_access snapshot_check_access(const struct snapshot *s,
 		}
 	}
 	/* Deny wins over every allow list, global or per route. */
-	if ((by = refusing_list(s->global_lists, s->n_global_lists, addr, true)) ||
-	    (by = refusing_list(route_lists, n, addr, true)))
+	by = NULL;
+	for (size_t i = 0; i < s->n_global_deny && !by; i++)
+		if (table_has(s->global_deny[i].table, addr))
+			by = s->global_deny[i].list;
+	if (by || (by = refusing_list(route_lists, n, addr, true))) {
 		verdict = SNAPSHOT_ACCESS_DENY;
-	else if ((by = refusing_list(s->global_lists, s->n_global_lists, addr, false)) ||
-		 (by = refusing_list(route_lists, n, addr, false)))
-		verdict = SNAPSHOT_ACCESS_NOT_ALLOWED;
+	} else {
+		for (size_t i = 0; i < s->n_global_allow && !by; i++)
+			if (!table_has(s->global_allow[i].table, addr))
+				by = s->global_allow[i].list;
+		if (by || (by = refusing_list(route_lists, n, addr, false)))
+			verdict = SNAPSHOT_ACCESS_NOT_ALLOWED;
+	}
 	if (list)
 		*list = by;
 	return verdict;

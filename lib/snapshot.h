@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "cidr.h"
+#include "limiter.h"
 #include "policy.h"
 
 struct snapshot;
@@ -68,6 +69,10 @@ void snapshot_unref(struct snapshot *s); /* accepts NULL */
 
 const char *snapshot_ruleset(const struct snapshot *s);
 uint64_t snapshot_version(const struct snapshot *s);
+/* Never 0 and never given to another snapshot of this process (unlike its
+ * address or version): what a cache of lookups into one snapshot keys on,
+ * so that it cannot mistake a later snapshot for this one. */
+uint64_t snapshot_uid(const struct snapshot *s);
 /* Resources of one kind, or of all kinds with kind == 0. */
 size_t snapshot_count(const struct snapshot *s, enum policy_kind kind);
 
@@ -105,6 +110,21 @@ struct snapshot_client {
 const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s,
 						    const char *key, size_t len);
 
+/* A rate limit as the request path runs it: the resource and its limiter
+ * plan, derived once when the limit entered the ruleset. Borrowed from the
+ * snapshot. */
+struct snapshot_limit {
+	const struct policy_res *res;
+	struct limiter_plan plan;
+	bool proxy;       /* enforced by the proxy: res->u.rate_limit.enforce != KERNEL */
+	bool shadow;      /* action SHADOW: count, never refuse */
+	bool selects_all; /* empty selector: applies to every request */
+};
+
+/* The rate limit `ref` names; NULL when ref->id is NULL or absent. */
+const struct snapshot_limit *snapshot_lookup_limit(const struct snapshot *s,
+						   const struct policy_ref *ref);
+
 /* Route for a request: routes of exactly `host` first, then routes with an
  * empty host; among them the longest path_prefix that matches `path`
  * segment-wise ("/api" matches "/api" and "/api/x", not "/apix"). `path`
@@ -112,6 +132,21 @@ const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s,
 const struct policy_res *snapshot_match_route(const struct snapshot *s, const char *host,
 					      size_t host_len, const char *path,
 					      size_t path_len);
+
+/* What the request path needs of a route, kept in the route index next to
+ * its key, so that a request to a route with nothing of its own to check
+ * does not read the (colder) resource. Borrowed from the snapshot. */
+struct snapshot_route {
+	const struct policy_res *res;
+	bool all_methods;     /* res->u.route.n_methods == 0 */
+	bool no_access_lists; /* res->u.route.n_access_lists == 0 */
+	bool no_rate_limits;  /* res->u.route.n_rate_limits == 0 */
+};
+
+/* Same match as snapshot_match_route(); NULL when no route matches. */
+const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
+						   size_t host_len, const char *path,
+						   size_t path_len);
 
 enum snapshot_access {
 	SNAPSHOT_ACCESS_ALLOW = 0,

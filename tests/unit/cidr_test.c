@@ -824,3 +824,48 @@ Test(cidr_format, round_trips_random_prefixes)
 		cr_assert_eq(memcmp(&back, &c, sizeof(c)), 0, "%s", text);
 	}
 }
+
+/* Lookups start from the ranges of the address's first octet (by_octet in
+ * cidr.c): prefixes that start, end or span octet boundaries must resolve
+ * as a plain scan of every prefix says. */
+Test(cidr_table, first_octet_shortcut_agrees_with_a_scan_at_boundaries)
+{
+	const char *pfx[] = { "0.0.0.0/1", "9.255.255.255/32", "10.0.0.0/8", "11.0.0.0/32",
+			      "12.0.0.0/7", "100.64.0.0/10", "100.64.1.0/24", "128.0.0.0/2",
+			      "255.255.255.255/32", "254.0.0.0/8" };
+	enum { NP = sizeof(pfx) / sizeof(pfx[0]) };
+	struct cidr c[NP];
+	uint32_t vals[NP];
+	struct cidr_table *t;
+
+	for (size_t i = 0; i < NP; i++) {
+		c[i] = P(pfx[i]);
+		vals[i] = (uint32_t)i;
+	}
+	cr_assert_eq(cidr_table_new(c, vals, NP, &t), 0);
+	for (uint32_t octet = 0; octet < 256; octet++) {
+		const uint32_t probes[] = { 0, 1, 0x00ff00, 0x400100, 0x4001ff, 0xfffffe, 0xffffff };
+
+		for (size_t p = 0; p < sizeof(probes) / sizeof(probes[0]); p++) {
+			uint32_t ip = octet << 24 | probes[p], got_val = 0, want_val = 0;
+			struct cidr_addr a = { .family = AF_INET };
+			int want = -ENOENT, got;
+
+			a.addr[0] = (uint8_t)(ip >> 24);
+			a.addr[1] = (uint8_t)(ip >> 16);
+			a.addr[2] = (uint8_t)(ip >> 8);
+			a.addr[3] = (uint8_t)ip;
+			for (size_t i = 0; i < NP; i++)
+				if (cidr_contains(&c[i], &a) && c[i].prefix_len > want) {
+					want = c[i].prefix_len;
+					want_val = vals[i];
+				}
+			got = cidr_table_lookup(t, &a, &got_val);
+			cr_assert_eq(got, want, "%u.%u.%u.%u", a.addr[0], a.addr[1], a.addr[2],
+				     a.addr[3]);
+			if (want >= 0)
+				cr_assert_eq(got_val, want_val);
+		}
+	}
+	cidr_table_free(t);
+}

@@ -1,6 +1,8 @@
 /* decision_test.c - the per-request decision: order of checks, which limits
  * apply, buckets per client or per source, shadow and disabled, pacing. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "decision.h"
@@ -24,22 +26,33 @@ static void teardown(void)
 
 TestSuite(decision, .init = setup, .fini = teardown);
 
-/* A ruleset from resource JSON strings (NULL-terminated). */
-static struct snapshot *build(const char *const *json)
+/* A ruleset from n resource JSON strings. */
+static struct snapshot *build_n(const char *const *json, size_t n)
 {
-	struct policy_res *res[32];
+	struct policy_res **res = calloc(n ? n : 1, sizeof(*res));
 	struct policy_errs errs;
 	struct snapshot *s;
-	size_t n = 0;
 
-	for (; json[n]; n++)
-		res[n] = fixture_res("%s", json[n]);
+	cr_assert_not_null(res);
+	for (size_t i = 0; i < n; i++)
+		res[i] = fixture_res("%s", json[i]);
 	policy_errs_init(&errs);
 	int r = snapshot_build("t", 1, res, n, &errs, &s);
 	cr_assert_eq(r, 0, "build: %s", errs.n ? errs.msg[0] : strerror(-r));
 	for (size_t i = 0; i < n; i++)
 		policy_res_unref(res[i]);
+	free(res);
 	return s;
+}
+
+/* A ruleset from resource JSON strings (NULL-terminated). */
+static struct snapshot *build(const char *const *json)
+{
+	size_t n = 0;
+
+	while (json[n])
+		n++;
+	return build_n(json, n);
 }
 
 #define BASE_RESOURCES                                                                        \
@@ -328,4 +341,122 @@ Test(decision, bucket_state_survives_a_policy_change)
 	cr_assert_leq(allowed_of(b, &r, 4, S), 1);
 	snapshot_unref(a);
 	snapshot_unref(b);
+}
+
+/* Each thread memoizes client lookups per snapshot (decision.c): a new
+ * snapshot, even one at the address of a freed one, must be read afresh. */
+#define MEMO_BASE                                                                              \
+	"{\"rateLimit\": {\"id\": \"one\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"1\","  \
+	" \"unit\": \"HOUR\"}}",                                                               \
+	"{\"rateLimit\": {\"id\": \"many\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"1000\"," \
+	" \"unit\": \"SECOND\"}}",                                                             \
+	"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",              \
+	"{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}"
+
+Test(decision, a_new_snapshot_is_not_answered_from_the_memo_of_the_old)
+{
+	static const char *const v1[] = {
+		MEMO_BASE, "{\"client\": {\"id\": \"c\", \"keys\": [\"k\"], \"rateLimit\": \"one\"}}",
+		NULL,
+	};
+	static const char *const v2[] = {
+		MEMO_BASE, "{\"client\": {\"id\": \"c\", \"keys\": [\"k\"], \"rateLimit\": \"many\"}}",
+		NULL,
+	};
+	static const char *const v3[] = { MEMO_BASE, NULL };
+	static const char *const v4[] = {
+		MEMO_BASE, "{\"client\": {\"id\": \"c\", \"keys\": [\"k\"], \"disabled\": true}}",
+		NULL,
+	};
+	struct decision_request r = request("x", "GET", "/a", "k", "10.0.0.1");
+	struct snapshot *s = build(v1);
+	struct decision d;
+
+	/* Twice, so the second answer comes from the memo. */
+	for (int i = 0; i < 2; i++) {
+		decision_eval(s, lim, &r, S, &d);
+		cr_assert_str_eq(d.client->id, "c");
+		cr_assert_str_eq(d.limit->id, "one");
+	}
+	cr_assert_eq(d.verdict, DECISION_RATE_LIMITED);
+	snapshot_unref(s);
+
+	/* Freed, then the next snapshot very likely reuses its memory. */
+	s = build(v2);
+	for (int i = 0; i < 2; i++) {
+		decision_eval(s, lim, &r, S, &d);
+		cr_assert_eq(d.verdict, DECISION_ALLOW);
+		cr_assert_str_eq(d.limit->id, "many", "limit of the new snapshot, not the memo's");
+	}
+	snapshot_unref(s);
+
+	s = build(v3);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_null(d.client, "the key names no client any more");
+	cr_assert_null(d.limit);
+	snapshot_unref(s);
+
+	s = build(v4);
+	for (int i = 0; i < 2; i++) {
+		decision_eval(s, lim, &r, S, &d);
+		cr_assert_eq(d.verdict, DECISION_ALLOW);
+		cr_assert_eq(d.limits_checked, 0, "a disabled client is not limited");
+	}
+	snapshot_unref(s);
+}
+
+Test(decision, memoized_and_fresh_answers_agree_over_many_clients)
+{
+	enum { N = 3000 };
+	static const char *json[N + 8];
+	static char buf[N][128];
+	struct snapshot *s;
+	struct decision a, b;
+	size_t n = 0;
+
+	json[n++] = "{\"rateLimit\": {\"id\": \"many\", \"algorithm\": \"TOKEN_BUCKET\","
+		    " \"rate\": \"1000\", \"unit\": \"SECOND\"}}";
+	json[n++] = "{\"rateLimit\": {\"id\": \"dflt\", \"algorithm\": \"TOKEN_BUCKET\","
+		    " \"rate\": \"1000\", \"unit\": \"SECOND\"}}";
+	json[n++] = "{\"settings\": {\"id\": \"global\", \"defaultRateLimit\": \"dflt\"}}";
+	json[n++] = "{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}";
+	json[n++] = "{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}";
+	for (int i = 0; i < N; i++) {
+		/* Every third client has no limit (default), every fifth is off;
+		 * some keys are too long for the memo. */
+		snprintf(buf[i], sizeof(buf[i]),
+			 "{\"client\": {\"id\": \"c%d\", \"keys\": [\"%s%d\"]%s%s}}", i,
+			 i % 7 ? "k" : "a-key-longer-than-the-memo-holds-", i,
+			 i % 3 ? ", \"rateLimit\": \"many\"" : "",
+			 i % 5 ? "" : ", \"disabled\": true");
+		json[n++] = buf[i];
+	}
+	json[n] = NULL;
+	s = build_n(json, n);
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N + 100; i++) {
+			char key[64];
+
+			snprintf(key, sizeof(key), "%s%d", i % 7 ? "k" : "a-key-longer-than-the-memo-holds-",
+				 i);
+			struct decision_request r = request("x", "GET", "/a", key, "10.0.0.1");
+
+			decision_eval(s, lim, &r, S, &a);
+			decision_eval(s, lim, &r, S, &b);
+			cr_assert_eq(a.verdict, DECISION_ALLOW);
+			cr_assert_eq(a.client, b.client);
+			cr_assert_eq(a.limit, b.limit);
+			if (i >= N) {
+				cr_assert_null(a.client);
+				continue;
+			}
+			cr_assert_not_null(a.client, "client %d", i);
+			cr_assert_eq(a.client, snapshot_get(s, POLICY_KIND_CLIENT, a.client->id));
+			if (i % 5 == 0)
+				cr_assert_null(a.limit);
+			else
+				cr_assert_str_eq(a.limit->id, i % 3 ? "many" : "dflt", "client %d", i);
+		}
+	}
+	snapshot_unref(s);
 }

@@ -1169,3 +1169,42 @@ Test(limiter_table, sweep_concurrent_with_checks_loses_no_update)
 	pthread_barrier_destroy(&s.phase);
 	limiter_free(s.l);
 }
+
+/* ---- prepared plans ---- */
+
+/* limiter_check_plan with a plan made once must answer exactly what
+ * limiter_check answers, for every algorithm and for grids that are exact
+ * (7/min: sevenths of a ns) or rounded (1e9 / 3 per s). */
+Test(limiter_table, a_prepared_plan_answers_exactly_like_the_params)
+{
+	const struct limiter_params ps[] = {
+		mkp(TB, 7, NS_PER_MIN, 2), mkp(LB, 3, NS_PER_S, 4), mkp(TB, 1000000, NS_PER_S, 1000),
+		mkp(LB, 333333333, NS_PER_S, 5), mkp(SW, 10, NS_PER_S, 1), mkp(TB, 1, NS_PER_H, 1),
+	};
+	struct limiter *a, *b;
+
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 64 }, &a), 0);
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 64 }, &b), 0);
+	for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
+		struct limiter_plan plan;
+		uint64_t now = T0;
+
+		limiter_plan_init(&ps[k], &plan);
+		for (int i = 0; i < 200; i++) {
+			struct limiter_result ra, rb;
+
+			now += (uint64_t)(i * 7919 % 97) * NS_PER_MS;
+			limiter_prefetch(a, 100 + k);
+			cr_assert_eq(limiter_check(a, 100 + k, &ps[k], now, &ra), 0);
+			cr_assert_eq(limiter_check_plan(b, 100 + k, &plan, now, &rb), 0);
+			cr_assert_eq(ra.allowed, rb.allowed, "params %zu, request %d", k, i);
+			cr_assert_eq(ra.limit, rb.limit);
+			cr_assert_eq(ra.remaining, rb.remaining);
+			cr_assert_eq(ra.reset_ns, rb.reset_ns);
+			cr_assert_eq(ra.retry_after_ns, rb.retry_after_ns);
+			cr_assert_eq(ra.delay_ns, rb.delay_ns);
+		}
+	}
+	limiter_free(a);
+	limiter_free(b);
+}

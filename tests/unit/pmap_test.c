@@ -659,3 +659,183 @@ Test(pmap, values_without_ref_callbacks_are_borrowed)
 	pmap_unref(m);
 	pmap_unref(base);
 }
+
+/* ---- pmap_get_hash ---- */
+
+Test(pmap, get_hash_returns_every_value_of_a_colliding_hash)
+{
+	static struct tval v[3] = { { 1, 42, 0 }, { 2, 42, 0 }, { 3, 7, 0 } };
+	struct pmap *m = pmap_new(&ops);
+	struct pmap_edit *e;
+	bool seen[3] = { 0 };
+	void *p;
+	size_t n;
+
+	cr_assert_eq(pmap_edit_begin(m, &e), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pmap_edit_put(e, v[i].hash, &v[i].key, &v[i]), 0);
+	pmap_unref(m);
+	m = pmap_edit_end(e);
+	for (n = 0; (p = pmap_get_hash(m, 42, n)); n++)
+		seen[(struct tval *)p - v] = true;
+	cr_assert_eq(n, 2, "both values under hash 42, and only them");
+	cr_assert(seen[0] && seen[1] && !seen[2]);
+	cr_assert_eq(pmap_get_hash(m, 7, 0), &v[2]);
+	cr_assert_null(pmap_get_hash(m, 7, 1));
+	cr_assert_null(pmap_get_hash(m, 8, 0));
+	pmap_unref(m);
+	cr_assert_eq(total_refs, 0);
+}
+
+/* ---- pindex ---- */
+
+/* A pindex holding vals[i] under hash h(i), checked against the model. */
+static struct pindex *px_build(const struct pindex *base, size_t expect, const uint64_t *hash,
+			       struct tval *vals, size_t n, bool *refilled)
+{
+	struct pindex_edit *e;
+	struct pindex *x;
+	bool refill;
+
+	cr_assert_eq(pindex_edit_begin(base, expect, &e, &refill), 0);
+	if (refilled)
+		*refilled = refill;
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(pindex_edit_add(e, hash[i], &vals[i]), 0);
+	cr_assert_eq(pindex_edit_end(e, &x), 0);
+	return x;
+}
+
+static bool px_has(const struct pindex *x, uint64_t hash, const void *val)
+{
+	bool unsure;
+	void *p;
+
+	for (size_t n = 0; (p = pindex_get(x, hash, n, &unsure)); n++)
+		if (p == val)
+			return true;
+	return false;
+}
+
+Test(pindex, finds_what_was_added_and_nothing_else)
+{
+	enum { N = 20000 };
+	static struct tval vals[N];
+	static uint64_t hash[N];
+	struct pindex *x;
+	bool unsure;
+
+	for (size_t i = 0; i < N; i++) {
+		hash[i] = mix64(i);
+		vals[i].key = i;
+	}
+	x = px_build(NULL, N, hash, vals, N, NULL);
+	cr_assert_eq(pindex_count(x), N);
+	cr_assert_geq(pindex_capacity(x), 2 * N);
+	for (size_t i = 0; i < N; i++)
+		cr_assert(px_has(x, hash[i], &vals[i]), "entry %zu", i);
+	for (size_t i = N; i < 2 * N; i++) {
+		cr_assert_null(pindex_get(x, mix64(i), 0, &unsure));
+		cr_assert_not(unsure);
+	}
+	pindex_free(x);
+}
+
+Test(pindex, removing_keeps_every_other_entry_reachable)
+{
+	enum { N = 100 };
+	static struct tval vals[N];
+	static uint64_t hash[N];
+	struct pindex_edit *e;
+	struct pindex *x, *y;
+	bool refill;
+
+	/* Two chunks (hash bits 7-11 clear, one page) for 100 entries: long
+	 * probe runs, which removals must shift, not break. */
+	for (size_t i = 0; i < N; i++)
+		hash[i] = mix64(i) & ~(uint64_t)0xf80;
+	x = px_build(NULL, N, hash, vals, N, NULL);
+	cr_assert_eq(pindex_count(x), N, "no chunk overflowed");
+	cr_assert_eq(pindex_edit_begin(x, N, &e, &refill), 0);
+	cr_assert_not(refill);
+	for (size_t i = 0; i < N; i += 3)
+		cr_assert_eq(pindex_edit_remove(e, hash[i], &vals[i]), 0);
+	cr_assert_eq(pindex_edit_remove(e, hash[0], &vals[0]), -ENOENT);
+	cr_assert_eq(pindex_edit_end(e, &y), 0);
+	for (size_t i = 0; i < N; i++) {
+		cr_assert(px_has(x, hash[i], &vals[i]), "base unchanged: %zu", i);
+		cr_assert_eq(px_has(y, hash[i], &vals[i]), i % 3 != 0, "entry %zu", i);
+	}
+	cr_assert_eq(pindex_count(y), N - (N + 2) / 3);
+	pindex_free(x);
+	pindex_free(y);
+}
+
+Test(pindex, a_one_key_edit_copies_one_page_and_one_chunk)
+{
+	enum { N = 50000 };
+	static struct tval vals[N + 1];
+	static uint64_t hash[N + 1];
+	struct pindex_edit *e;
+	struct pindex *x, *y;
+	bool refill;
+
+	for (size_t i = 0; i <= N; i++)
+		hash[i] = mix64(i);
+	x = px_build(NULL, N + 1, hash, vals, N, NULL);
+	cr_assert_eq(pindex_edit_begin(x, N + 1, &e, &refill), 0);
+	cr_assert_not(refill);
+	cr_assert_eq(pindex_edit_add(e, hash[N], &vals[N]), 0);
+	cr_assert_eq(pindex_edit_nodes_allocated(e), 2);
+	cr_assert_eq(pindex_edit_end(e, &y), 0);
+	cr_assert(px_has(y, hash[N], &vals[N]));
+	cr_assert_not(px_has(x, hash[N], &vals[N]));
+	/* Freeing either leaves the other whole: pages and chunks are shared
+	 * by reference. */
+	pindex_free(x);
+	for (size_t i = 0; i <= N; i++)
+		cr_assert(px_has(y, hash[i], &vals[i]), "entry %zu", i);
+	pindex_free(y);
+}
+
+Test(pindex, growing_past_half_full_starts_over_for_a_refill)
+{
+	static struct tval vals[4];
+	uint64_t hash[4] = { mix64(1), mix64(2), mix64(3), mix64(4) };
+	struct pindex_edit *e;
+	struct pindex *x;
+	bool refill;
+
+	x = px_build(NULL, 4, hash, vals, 4, NULL);
+	cr_assert_eq(pindex_edit_begin(x, pindex_capacity(x), &e, &refill), 0);
+	cr_assert(refill, "a table for twice its capacity must be a new one");
+	cr_assert_eq(pindex_edit_add(e, hash[0], &vals[0]), 0);
+	pindex_edit_abort(e);
+	pindex_edit_abort(NULL);
+	pindex_free(x);
+	pindex_free(NULL);
+}
+
+Test(pindex, a_full_chunk_drops_adds_and_says_lookups_are_unsure)
+{
+	enum { N = 70 };
+	static struct tval vals[N];
+	uint64_t hash[N];
+	struct pindex *x;
+	size_t found = 0;
+	bool unsure;
+
+	/* The same low 12 bits: one page, one chunk, for every entry. */
+	for (size_t i = 0; i < N; i++)
+		hash[i] = (mix64(i) << 12) | 0x5a5;
+	x = px_build(NULL, 0, hash, vals, N, NULL);
+	cr_assert_eq(pindex_count(x), 64);
+	for (size_t i = 0; i < N; i++)
+		found += px_has(x, hash[i], &vals[i]);
+	cr_assert_eq(found, 64);
+	cr_assert_null(pindex_get(x, (mix64(999) << 12) | 0x5a5, 0, &unsure));
+	cr_assert(unsure, "a miss in an overflowed chunk must send the caller to its map");
+	cr_assert_null(pindex_get(x, (mix64(999) << 12) | 0x1a5, 0, &unsure));
+	cr_assert_not(unsure);
+	pindex_free(x);
+}

@@ -1632,3 +1632,177 @@ Test(snapshot, ruleset_wire_refusals_name_the_problem)
 	cr_assert(errs_start_with(&e, "client/bad id.id: "), "got: %s", e.msg[0]);
 	cr_assert_null(s);
 }
+
+/* ---- request-path indexes (flat client and route indexes, limits) ---- */
+
+Test(snapshot, uids_are_never_shared)
+{
+	struct snapshot *a = base_snapshot(), *b = base_snapshot(), *c;
+	uint64_t ua = snapshot_uid(a);
+
+	cr_assert_neq(ua, 0);
+	cr_assert_neq(ua, snapshot_uid(b));
+	snapshot_unref(a);
+	/* Even at a freed snapshot's address. */
+	c = base_snapshot();
+	cr_assert_neq(snapshot_uid(c), ua);
+	cr_assert_neq(snapshot_uid(c), snapshot_uid(b));
+	snapshot_unref(b);
+	snapshot_unref(c);
+}
+
+Test(snapshot, lookup_limit_carries_the_plan_and_follows_changes)
+{
+	struct snapshot *base = base_snapshot(), *s;
+	struct policy_delta *d = delta(5, 6);
+	const struct snapshot_limit *l;
+	struct policy_ref ref = { .id = "gold", .id_len = 4,
+				  .key_hash = policy_key_hash(POLICY_KIND_RATE_LIMIT, "gold", 4) };
+
+	l = snapshot_lookup_limit(base, &ref);
+	cr_assert_not_null(l);
+	cr_assert_eq(l->res, snapshot_get(base, POLICY_KIND_RATE_LIMIT, "gold"));
+	cr_assert_eq(l->plan.params.rate, 100);
+	cr_assert_eq(l->plan.units_per_ns, 1);
+	cr_assert_eq(l->plan.interval_u, 10000000, "1 s / 100");
+	cr_assert(l->proxy);
+	cr_assert_not(l->shadow);
+	cr_assert(l->selects_all);
+	ref.id = "nope";
+	ref.id_len = 4;
+	ref.key_hash = policy_key_hash(POLICY_KIND_RATE_LIMIT, "nope", 4);
+	cr_assert_null(snapshot_lookup_limit(base, &ref));
+	ref.id = NULL;
+	cr_assert_null(snapshot_lookup_limit(base, &ref));
+
+	d_up(d, mk_rate_limit("gold", 7, "acme"));
+	s = apply_ok(base, d);
+	ref = (struct policy_ref){ .id = "gold", .id_len = 4,
+				   .key_hash = policy_key_hash(POLICY_KIND_RATE_LIMIT, "gold", 4) };
+	l = snapshot_lookup_limit(s, &ref);
+	cr_assert_eq(l->plan.params.rate, 7);
+	cr_assert_eq(l->plan.units_per_ns, 7, "1 s / 7 is exact in sevenths of a ns");
+	cr_assert_not(l->selects_all, "a selector naming a client");
+	cr_assert_eq(snapshot_lookup_limit(base, &ref)->plan.params.rate, 100, "base unchanged");
+	policy_delta_free(d);
+	snapshot_unref(s);
+	snapshot_unref(base);
+}
+
+/* Enough clients that the flat client index grows (and is refilled) more
+ * than once, then deltas that move, change and remove keys: every lookup
+ * must agree with the resource map, in the new snapshot and the old. */
+Test(snapshot, client_and_route_indexes_agree_with_the_maps_across_growth)
+{
+	enum { N = 12000, HOSTS = 40 };
+	struct snapshot *s = base_snapshot(), *next, *first;
+	char id[32], key[32], key2[32], host[32];
+	uint64_t v = 5;
+
+	first = snapshot_ref(s);
+	for (int batch = 0; batch < 4; batch++) {
+		struct policy_delta *d = delta(v, v + 1);
+
+		for (int i = batch * N / 4; i < (batch + 1) * N / 4; i++) {
+			snprintf(id, sizeof(id), "c%d", i);
+			snprintf(key, sizeof(key), "key-%d", i);
+			d_up(d, mk_client(id, STRV(key), i % 2 ? "gold" : NULL));
+		}
+		for (int h = batch * HOSTS / 4; h < (batch + 1) * HOSTS / 4; h++) {
+			snprintf(id, sizeof(id), "rt%d", h);
+			snprintf(host, sizeof(host), "h%d.example.com", h);
+			d_up(d, mk_route(id, host, "/svc/v1", "u1", NULL, NULL));
+		}
+		next = apply_ok(s, d);
+		policy_delta_free(d);
+		snapshot_unref(s);
+		s = next;
+		v++;
+	}
+	/* Move every tenth key to a new name, remove every seventh client,
+	 * drop half the routes. */
+	struct policy_delta *d = delta(v, v + 1);
+
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "c%d", i);
+		snprintf(key2, sizeof(key2), "moved-%d", i);
+		if (i % 7 == 0)
+			d_rm(d, POLICY_KIND_CLIENT, id);
+		else if (i % 10 == 0)
+			d_up(d, mk_client(id, STRV(key2), "silver"));
+	}
+	for (int h = 0; h < HOSTS; h += 2) {
+		snprintf(id, sizeof(id), "rt%d", h);
+		d_rm(d, POLICY_KIND_ROUTE, id);
+	}
+	next = apply_ok(s, d);
+	policy_delta_free(d);
+
+	for (int i = 0; i < N; i++) {
+		const struct snapshot_client *c_old, *c_new, *c_moved;
+
+		snprintf(id, sizeof(id), "c%d", i);
+		snprintf(key, sizeof(key), "key-%d", i);
+		snprintf(key2, sizeof(key2), "moved-%d", i);
+		c_old = snapshot_lookup_client(s, key, strlen(key));
+		cr_assert_not_null(c_old, "%s before", key);
+		cr_assert_eq(c_old->res, snapshot_get(s, POLICY_KIND_CLIENT, id));
+		c_new = snapshot_lookup_client(next, key, strlen(key));
+		c_moved = snapshot_lookup_client(next, key2, strlen(key2));
+		if (i % 7 == 0) {
+			cr_assert_null(c_new, "%s removed", key);
+			cr_assert_null(c_moved);
+		} else if (i % 10 == 0) {
+			cr_assert_null(c_new, "%s moved away", key);
+			cr_assert_not_null(c_moved, "%s", key2);
+			cr_assert_str_eq(c_moved->rate_limit.id, "silver");
+		} else {
+			cr_assert_eq(c_new, c_old, "unchanged clients share their entry");
+			cr_assert_null(c_moved);
+		}
+		cr_assert_eq(snapshot_find_client(next, key, strlen(key)), c_new ? c_new->res : NULL);
+	}
+	for (int h = 0; h < HOSTS; h++) {
+		const struct policy_res *r_old, *r_new;
+
+		snprintf(id, sizeof(id), "rt%d", h);
+		snprintf(host, sizeof(host), "h%d.example.com", h);
+		r_old = snapshot_match_route(s, host, strlen(host), "/svc/v1/x", 9);
+		r_new = snapshot_match_route(next, host, strlen(host), "/svc/v1/x", 9);
+		cr_assert_eq(r_old, snapshot_get(s, POLICY_KIND_ROUTE, id));
+		cr_assert_eq(r_new, h % 2 ? snapshot_get(next, POLICY_KIND_ROUTE, id) : NULL);
+		cr_assert_null(snapshot_match_route(next, host, strlen(host), "/svc/v2", 7));
+	}
+	/* The very first snapshot never saw any of it. */
+	cr_assert_null(snapshot_lookup_client(first, "key-1", 5));
+	cr_assert_null(snapshot_match_route(first, "h1.example.com", 14, "/svc/v1", 7));
+	snapshot_unref(first);
+	snapshot_unref(s);
+	snapshot_unref(next);
+}
+
+Test(snapshot, lookup_route_says_what_the_route_has_to_check)
+{
+	struct snapshot *base = base_snapshot(), *s;
+	struct policy_delta *d = delta(5, 6);
+	const struct snapshot_route *r;
+
+	r = snapshot_lookup_route(base, "api.example.com", 15, "/v1/x?y=1", 9);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->res, snapshot_get(base, POLICY_KIND_ROUTE, "r1"));
+	cr_assert_eq(r->res, snapshot_match_route(base, "api.example.com", 15, "/v1/x?y=1", 9));
+	cr_assert(r->all_methods);
+	cr_assert_not(r->no_access_lists, "r1 names 'office'");
+	cr_assert_not(r->no_rate_limits, "r1 names 'gold'");
+	cr_assert_null(snapshot_lookup_route(base, "api.example.com", 15, "/v2", 3));
+
+	d_up(d, mk_route("r1", "api.example.com", "/v1", "u1", NULL, NULL));
+	s = apply_ok(base, d);
+	r = snapshot_lookup_route(s, "api.example.com", 15, "/v1", 3);
+	cr_assert(r->no_access_lists && r->no_rate_limits && r->all_methods);
+	cr_assert_not(snapshot_lookup_route(base, "api.example.com", 15, "/v1", 3)->no_rate_limits,
+		      "the base keeps its own entry");
+	policy_delta_free(d);
+	snapshot_unref(s);
+	snapshot_unref(base);
+}

@@ -1,0 +1,549 @@
+/* tls.c - OpenSSL server contexts (reloadable) and per-connection engines.
+ *
+ * The current SSL_CTX is swapped under a mutex taken only to pin it when a
+ * connection is created; every SSL holds its own reference, so a reload never
+ * touches live connections. A connection's ciphertext lives in the two fixed
+ * rings of a BIO pair (no allocation after tls_conn_new); the kTLS attempt is
+ * the one place where OpenSSL talks to the socket itself.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+/* Input: room for one largest TLS record (2^14 + 2048 + 5) with slack, so a
+ * feed after a drain always makes progress. Output: a few full records, so
+ * a 64 KiB response needs about one send per 16 KiB record pair. */
+#define TLS_IN_RING_BYTES (32u * 1024u)
+#define TLS_OUT_RING_BYTES (64u * 1024u)
+/* Largest plaintext per record (OpenSSL's default max_send_fragment). */
+#define TLS_RECORD_PLAIN_BYTES 16384u
+/* Ciphertext expansion per record is at most 29 bytes for the AEAD suites
+ * allowed here (TLS 1.2 GCM: header 5 + nonce 8 + tag 16); the slack also
+ * covers a small handshake message (KeyUpdate) queued ahead of the record. */
+#define TLS_RECORD_SLACK_BYTES 512u
+
+/* TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 keeps OpenSSL's
+ * defaults (all AEAD). */
+static const char tls12_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+static const unsigned char alpn_http11[] = "\x08http/1.1";
+
+/* Owned by the node's main; lives until tls_ctx_free, after every tls_conn. */
+struct tls_ctx {
+	pthread_mutex_t lock;        /* guards cur against a concurrent swap */
+	SSL_CTX *cur;                /* one reference held here */
+	bool ktls;
+	bool ktls_required;
+	bool ktls_ignore_probe;
+	struct tls_stats stats;      /* __atomic relaxed */
+};
+
+enum tls_conn_state {
+	TLS_CONN_HANDSHAKE = 0,
+	TLS_CONN_ESTABLISHED,
+	TLS_CONN_SHUTDOWN,           /* close_notify queued: no more writes */
+	TLS_CONN_FAILED,
+};
+
+/* Owned by one worker; lives until tls_conn_free. */
+struct tls_conn {
+	struct tls_ctx *ctx;         /* borrowed: outlives the connection */
+	SSL *ssl;
+	BIO *net;                    /* our end of the pair: ciphertext rings */
+	BIO *inner;                  /* SSL's end; owned by ssl once attached */
+	int fd;
+	enum tls_conn_state state;
+	enum tls_path path;
+	bool on_socket;              /* kTLS handshake: OpenSSL does socket I/O */
+	bool rx_on_socket;           /* KTLS_BOTH: feed is meaningless */
+	bool tx_on_socket;           /* KTLS_SEND/BOTH: pending stays empty */
+	const char *error;           /* static string from OpenSSL or here */
+};
+
+static void stat_add(uint64_t *field)
+{
+	__atomic_fetch_add(field, 1, __ATOMIC_RELAXED);
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		       const unsigned char *in, unsigned int inlen, void *arg)
+{
+	unsigned char *sel = NULL;
+	unsigned char sel_len = 0;
+
+	(void)ssl;
+	(void)arg;
+	/* Only HTTP/1.1 is spoken; a client offering only h2 gets no ALPN and
+	 * can decide itself whether to go on. */
+	if (SSL_select_next_proto(&sel, &sel_len, alpn_http11, sizeof(alpn_http11) - 1,
+				  in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	*outlen = sel_len;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* Builds a complete server SSL_CTX from the files, or nothing. */
+static int build_ssl_ctx(const struct tls_config *cfg, SSL_CTX **ret)
+{
+	SSL_CTX *s;
+	int r = -EBADMSG;
+
+	if (!cfg || !cfg->cert_file || !cfg->key_file)
+		return -EINVAL;
+	ERR_clear_error();
+	s = SSL_CTX_new(TLS_server_method());
+	if (!s)
+		return -ENOMEM;
+	if (!SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(s, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_cipher_list(s, tls12_ciphers))
+		goto out_free_ctx;
+	SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+			       SSL_OP_NO_COMPRESSION);
+	/* Partial writes: tls_conn_write sizes every SSL_write to fit, but a
+	 * moving buffer keeps a retry legal should one ever not fit. */
+	SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_id_context(s, (const unsigned char *)"sluice", 6);
+	SSL_CTX_set_alpn_select_cb(s, alpn_select, NULL);
+	if (SSL_CTX_use_certificate_chain_file(s, cfg->cert_file) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(s, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(s) != 1)
+		goto out_free_ctx;
+	ERR_clear_error();
+	*ret = s;
+	return 0;
+
+out_free_ctx:
+	ERR_clear_error();
+	SSL_CTX_free(s);
+	return r;
+}
+
+int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **ret)
+{
+	struct tls_ctx *c;
+	SSL_CTX *s;
+	int r;
+
+	r = build_ssl_ctx(cfg, &s);
+	if (r < 0)
+		return r;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		SSL_CTX_free(s);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	c->cur = s;
+	c->ktls = cfg->ktls;
+	c->ktls_required = cfg->ktls && cfg->ktls_required;
+	c->ktls_ignore_probe = cfg->ktls_ignore_probe;
+	*ret = c;
+	return 0;
+}
+
+int tls_ctx_reload(struct tls_ctx *c, const struct tls_config *cfg)
+{
+	SSL_CTX *s, *old;
+	int r;
+
+	r = build_ssl_ctx(cfg, &s);
+	if (r < 0) {
+		stat_add(&c->stats.reload_failures);
+		return r;
+	}
+	pthread_mutex_lock(&c->lock);
+	old = c->cur;
+	c->cur = s;
+	pthread_mutex_unlock(&c->lock);
+	/* Live SSLs hold their own reference: this only drops ours. */
+	SSL_CTX_free(old);
+	stat_add(&c->stats.reloads);
+	return 0;
+}
+
+void tls_ctx_free(struct tls_ctx *c)
+{
+	if (!c)
+		return;
+	SSL_CTX_free(c->cur);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void tls_ctx_stats(const struct tls_ctx *c, struct tls_stats *out)
+{
+	const struct tls_stats *s = &c->stats;
+
+	out->handshakes = __atomic_load_n(&s->handshakes, __ATOMIC_RELAXED);
+	out->handshake_failures = __atomic_load_n(&s->handshake_failures, __ATOMIC_RELAXED);
+	out->refused_no_ktls = __atomic_load_n(&s->refused_no_ktls, __ATOMIC_RELAXED);
+	for (int i = 0; i < TLS_PATH__COUNT; i++)
+		out->path[i] = __atomic_load_n(&s->path[i], __ATOMIC_RELAXED);
+	out->reloads = __atomic_load_n(&s->reloads, __ATOMIC_RELAXED);
+	out->reload_failures = __atomic_load_n(&s->reload_failures, __ATOMIC_RELAXED);
+}
+
+static bool ulp_present;
+static pthread_once_t ulp_once = PTHREAD_ONCE_INIT;
+
+static void probe_ulp(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return;
+	/* The ULP is looked up before the socket state is checked: ENOENT means
+	 * no "tls" ULP at all, ENOTCONN means it exists (this socket is not
+	 * connected, which is all the probe needs). */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) == 0 || errno == ENOTCONN)
+		ulp_present = true;
+	close(fd);
+}
+
+bool tls_kernel_has_ulp(void)
+{
+	pthread_once(&ulp_once, probe_ulp);
+	return ulp_present;
+}
+
+/* ---- connections ---- */
+
+static SSL_CTX *pin_current(struct tls_ctx *ctx)
+{
+	SSL_CTX *s;
+
+	pthread_mutex_lock(&ctx->lock);
+	s = ctx->cur;
+	SSL_CTX_up_ref(s);
+	pthread_mutex_unlock(&ctx->lock);
+	return s;
+}
+
+int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **ret)
+{
+	struct tls_conn *c;
+	SSL_CTX *s;
+	bool try_ktls = ctx->ktls && (ctx->ktls_ignore_probe || tls_kernel_has_ulp());
+	int r = -ENOMEM;
+
+	if (ctx->ktls_required && !try_ktls) {
+		stat_add(&ctx->stats.refused_no_ktls);
+		return -EOPNOTSUPP;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->ctx = ctx;
+	c->fd = fd;
+	c->path = TLS_PATH_USERSPACE;
+
+	s = pin_current(ctx);
+	c->ssl = SSL_new(s);
+	SSL_CTX_free(s);  /* the SSL holds its own reference now */
+	if (!c->ssl)
+		goto out_free_conn;
+	/* inner's ring is what SSL writes (our output), net's what we feed. */
+	if (!BIO_new_bio_pair(&c->inner, TLS_OUT_RING_BYTES, &c->net, TLS_IN_RING_BYTES))
+		goto out_free_ssl;
+
+	if (try_ktls) {
+		if (SSL_set_fd(c->ssl, fd) != 1)
+			goto out_free_pair;
+		SSL_set_options(c->ssl, SSL_OP_ENABLE_KTLS);
+		c->on_socket = true;
+	} else {
+		SSL_set_bio(c->ssl, c->inner, c->inner);
+		c->inner = NULL;  /* owned by ssl */
+	}
+	SSL_set_accept_state(c->ssl);
+	ERR_clear_error();
+	*ret = c;
+	return 0;
+
+out_free_pair:
+	BIO_free(c->inner);
+	BIO_free(c->net);
+out_free_ssl:
+	SSL_free(c->ssl);
+out_free_conn:
+	ERR_clear_error();
+	free(c);
+	return r;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+	if (!c)
+		return;
+	/* SSL_free frees the BIOs attached to it; an unattached inner is ours.
+	 * Neither ever closes fd (socket BIOs are BIO_NOCLOSE). */
+	SSL_free(c->ssl);
+	BIO_free(c->inner);
+	BIO_free(c->net);
+	free(c);
+}
+
+ssize_t tls_conn_feed(struct tls_conn *c, const void *buf, size_t len)
+{
+	int n;
+
+	if (c->on_socket || c->rx_on_socket)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	n = BIO_write(c->net, buf, (int)len);
+	return n > 0 ? n : 0;
+}
+
+static void note_failure(struct tls_conn *c, const char *fallback)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *why = e ? ERR_reason_error_string(e) : NULL;
+
+	c->error = why ? why : fallback;
+	ERR_clear_error();
+}
+
+/* The kTLS handshake finished on the socket: keep the kernel for what it took
+ * and move the rest onto the rings. */
+static int settle_ktls(struct tls_conn *c)
+{
+	bool tx = BIO_get_ktls_send(SSL_get_wbio(c->ssl));
+	bool rx = BIO_get_ktls_recv(SSL_get_rbio(c->ssl));
+
+	c->on_socket = false;
+	if (tx && rx) {
+		c->path = TLS_PATH_KTLS_BOTH;
+		c->rx_on_socket = c->tx_on_socket = true;
+		return 0;
+	}
+	if (rx) {
+		/* No enum value for receive-only offload, and the kernel already
+		 * decrypts: the rings cannot take over. */
+		c->error = "kTLS receive without send offload";
+		return -EPROTO;
+	}
+	if (c->ctx->ktls_required) {
+		c->error = "kTLS offload failed and ktls_required is set";
+		stat_add(&c->ctx->stats.refused_no_ktls);
+		return -EOPNOTSUPP;
+	}
+	/* Without read-ahead OpenSSL has read exactly the handshake records, so
+	 * nothing is lost by switching: what follows is still in the socket. */
+	if (tx) {
+		c->path = TLS_PATH_KTLS_SEND;
+		c->tx_on_socket = true;
+		SSL_set0_rbio(c->ssl, c->inner);
+	} else {
+		c->path = TLS_PATH_USERSPACE;
+		SSL_set_bio(c->ssl, c->inner, c->inner);
+	}
+	c->inner = NULL;
+	return 0;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+	int r, err;
+
+	switch (c->state) {
+	case TLS_CONN_HANDSHAKE:
+		break;
+	case TLS_CONN_FAILED:
+		return -EPROTO;
+	default:
+		return 0;
+	}
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r != 1) {
+		err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+			return -EAGAIN;
+		note_failure(c, err == SSL_ERROR_SYSCALL ? "connection closed during handshake"
+							 : "handshake failed");
+		c->state = TLS_CONN_FAILED;
+		stat_add(&c->ctx->stats.handshake_failures);
+		return -EPROTO;
+	}
+	if (c->on_socket) {
+		r = settle_ktls(c);
+		if (r < 0) {
+			c->state = TLS_CONN_FAILED;
+			if (r != -EOPNOTSUPP)
+				stat_add(&c->ctx->stats.handshake_failures);
+			return r;
+		}
+	}
+	c->state = TLS_CONN_ESTABLISHED;
+	stat_add(&c->ctx->stats.handshakes);
+	stat_add(&c->ctx->stats.path[c->path]);
+	return 0;
+}
+
+ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
+{
+	int r, err;
+
+	if (c->state == TLS_CONN_HANDSHAKE)
+		return -ENOTCONN;
+	if (c->state == TLS_CONN_FAILED)
+		return -EPROTO;
+	if (c->rx_on_socket)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	ERR_clear_error();
+	r = SSL_read(c->ssl, buf, (int)len);
+	if (r > 0)
+		return r;
+	err = SSL_get_error(c->ssl, r);
+	switch (err) {
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return -EAGAIN;
+	default:
+		note_failure(c, "bad record");
+		c->state = TLS_CONN_FAILED;
+		return -EPROTO;
+	}
+}
+
+ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+{
+	const char *p = buf;
+	size_t done = 0;
+
+	switch (c->state) {
+	case TLS_CONN_HANDSHAKE:
+		return -ENOTCONN;
+	case TLS_CONN_SHUTDOWN:
+		return -EPIPE;
+	case TLS_CONN_FAILED:
+		return -EPROTO;
+	default:
+		break;
+	}
+	if (c->tx_on_socket)
+		return -EINVAL;
+	while (done < len) {
+		size_t room = BIO_ctrl_get_write_guarantee(SSL_get_wbio(c->ssl));
+		size_t n = len - done;
+		int r;
+
+		if (room <= TLS_RECORD_SLACK_BYTES)
+			break;
+		if (n > TLS_RECORD_PLAIN_BYTES)
+			n = TLS_RECORD_PLAIN_BYTES;
+		if (n > room - TLS_RECORD_SLACK_BYTES)
+			n = room - TLS_RECORD_SLACK_BYTES;
+		ERR_clear_error();
+		r = SSL_write(c->ssl, p + done, (int)n);
+		if (r > 0) {
+			done += (size_t)r;
+			continue;
+		}
+		/* On the rings a record was sized to fit, so a short write would
+		 * leave OpenSSL holding a half-written record that a later
+		 * write with other bytes would misattribute: call it fatal. */
+		note_failure(c, "record did not fit the output ring");
+		c->state = TLS_CONN_FAILED;
+		return -EPROTO;
+	}
+	if (done == 0 && len > 0)
+		return -EAGAIN;
+	return (ssize_t)done;
+}
+
+size_t tls_conn_pending(struct tls_conn *c, const void **data)
+{
+	char *p = NULL;
+	int n;
+
+	if (c->tx_on_socket || c->on_socket) {
+		*data = NULL;
+		return 0;
+	}
+	n = BIO_nread0(c->net, &p);
+	if (n <= 0) {
+		*data = NULL;
+		return 0;
+	}
+	*data = p;
+	return (size_t)n;
+}
+
+void tls_conn_consume(struct tls_conn *c, size_t n)
+{
+	char *p;
+
+	while (n > 0) {
+		int k = BIO_nread(c->net, &p, n > INT32_MAX ? INT32_MAX : (int)n);
+
+		if (k <= 0)
+			break;
+		n -= (size_t)k;
+	}
+}
+
+int tls_conn_shutdown(struct tls_conn *c)
+{
+	int r, err;
+
+	if (c->state != TLS_CONN_ESTABLISHED && c->state != TLS_CONN_SHUTDOWN)
+		return 0;
+	c->state = TLS_CONN_SHUTDOWN;
+	ERR_clear_error();
+	r = SSL_shutdown(c->ssl);
+	if (r >= 0)
+		return 0;  /* 0: ours queued, the peer's not awaited */
+	err = SSL_get_error(c->ssl, r);
+	if (err == SSL_ERROR_WANT_WRITE)
+		return -EAGAIN;
+	ERR_clear_error();
+	return 0;
+}
+
+enum tls_path tls_conn_path(const struct tls_conn *c)
+{
+	return c->path;
+}
+
+bool tls_conn_on_socket(const struct tls_conn *c)
+{
+	return c->on_socket;
+}
+
+const char *tls_conn_version(const struct tls_conn *c)
+{
+	if (c->state == TLS_CONN_HANDSHAKE || c->state == TLS_CONN_FAILED)
+		return NULL;
+	return SSL_get_version(c->ssl);
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+	return c->error;
+}

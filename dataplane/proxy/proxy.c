@@ -1,42 +1,433 @@
-/* proxy.c - placeholder until the proxy lands; every call fails with
- * -ENOSYS so that sluice-node can link against the final interface. */
+/* proxy.c - the proxy's public face: configuration defaults, SO_REUSEPORT
+ * listeners (one per worker, optional classic-BPF steering by client IP),
+ * worker threads, graceful drain and the Prometheus families.
+ *
+ * Invariants: listeners are bound in proxy_new (so port 0 is known before
+ * start); after proxy_start only workers touch their listeners; counters
+ * read here are relaxed atomics or single-writer tables.
+ */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "proxy.h"
+#include "log.h"
+#include "proxy_internal.h"
+
+static const double latency_bounds_s[] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+/* "host:port", "[v6]:port", ":port" (any IPv4 address). */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[256];
+	const char *colon, *h = s;
+	size_t hl;
+	struct addrinfo hints, *res = NULL;
+	int r;
+
+	if (s[0] == '[') {
+		const char *e = strchr(s, ']');
+
+		if (!e || e[1] != ':')
+			return -EINVAL;
+		h = s + 1;
+		hl = (size_t)(e - h);
+		colon = e + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+	}
+	if (hl >= sizeof(host) || !colon[1])
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	for (const char *p = colon + 1; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	r = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &res);
+	if (r != 0 || !res)
+		return -EINVAL;
+	if (!hl)
+		for (struct addrinfo *a = res; a; a = a->ai_next)
+			if (a->ai_family == AF_INET) {
+				memcpy(ss, a->ai_addr, a->ai_addrlen);
+				*len = a->ai_addrlen;
+				freeaddrinfo(res);
+				return 0;
+			}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+static uint16_t get_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	return ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+				       : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Steers a connection to socket (hash of the client address) % n, so one
+ * client keeps to one worker. The kernel falls back to its own hash when
+ * the program cannot run or returns an index out of range. */
+static int attach_steering(int fd, unsigned n)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (uint32_t)SKF_NET_OFF + 0),
+		BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 4),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 2, 0),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 12), /* IPv4 saddr */
+		BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 20), /* IPv6 saddr, low word */
+		BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9E3779B1u),
+		BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n),
+		BPF_STMT(BPF_RET | BPF_A, 0),
+	};
+	struct sock_fprog prog = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) < 0)
+		return -errno;
+	return 0;
+}
+
+static int bind_group(struct proxy *p, const char *addr_s, unsigned which)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	uint16_t port = 0;
+	int r, one = 1;
+
+	r = parse_listen(addr_s, &ss, &sl);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return -errno;
+		p->workers[i].listen_fd[which] = fd;
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+			return -errno;
+		if (i > 0)
+			set_port(&ss, port);
+		if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
+			return -errno;
+		if (i == 0)
+			port = get_port(fd);
+	}
+	p->port[which] = port;
+	if (p->cfg.reuseport_steering && p->n_workers > 1) {
+		r = attach_steering(p->workers[0].listen_fd[which], p->n_workers);
+		if (r < 0)
+			log_warn("Failed to attach reuseport steering, using the kernel hash",
+				 "error=%d", r);
+	}
+	return 0;
+}
+
+static void resolve_defaults(struct proxy_config *c)
+{
+#define DEF(f, v) \
+	do { if (!c->f) c->f = (v); } while (0)
+	DEF(max_connections, PROXY_DEFAULT_MAX_CONNECTIONS);
+	DEF(max_head_bytes, HTTP_DEFAULT_MAX_HEAD_BYTES);
+	DEF(header_timeout_ms, PROXY_DEFAULT_HEADER_TIMEOUT_MS);
+	DEF(body_timeout_ms, PROXY_DEFAULT_BODY_TIMEOUT_MS);
+	DEF(idle_timeout_ms, PROXY_DEFAULT_IDLE_TIMEOUT_MS);
+	DEF(upstream_idle_timeout_ms, PROXY_DEFAULT_UP_IDLE_TIMEOUT_MS);
+	DEF(drain_timeout_ms, PROXY_DEFAULT_DRAIN_TIMEOUT_MS);
+#undef DEF
+	/* upstream_connect_timeout_ms, upstream_read_timeout_ms,
+	 * upstream_idle_per_worker and max_body_bytes stay 0: the policy's
+	 * values apply then (see upstream.c). */
+}
+
+static void free_workers(struct proxy *p)
+{
+	for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
+		struct proxy_worker *w = &p->workers[i];
+
+		for (unsigned k = 0; k < 2; k++)
+			if (w->listen_fd[k] >= 0)
+				close(w->listen_fd[k]);
+		free(w->scratch);
+		free(w->logbuf[0]);
+		free(w->logbuf[1]);
+		free(w->requests);
+		free(w->decisions);
+	}
+	free(p->workers);
+	p->workers = NULL;
+}
 
 int proxy_new(const struct proxy_config *cfg, struct proxy **ret)
 {
-	(void)cfg;
-	(void)ret;
-	return -ENOSYS;
+	struct proxy *p;
+	long ncpu;
+	int r;
+
+	if (!cfg || !cfg->policy || !cfg->limiter || (!cfg->listen && !cfg->tls_listen))
+		return -EINVAL;
+	if (cfg->tls_listen && !cfg->tls)
+		return -EINVAL;
+	if (cfg->max_head_bytes > (1u << 20))
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	resolve_defaults(&p->cfg);
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	p->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	metrics_histogram_init(&p->latency, latency_bounds_s,
+			       sizeof(latency_bounds_s) / sizeof(latency_bounds_s[0]));
+	p->workers = calloc(p->n_workers, sizeof(*p->workers));
+	if (!p->workers) {
+		free(p);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		struct proxy_worker *w = &p->workers[i];
+
+		w->p = p;
+		w->idx = i;
+		w->listen_fd[0] = w->listen_fd[1] = -1;
+		w->scratch = malloc(PROXY_UP_BUF_BYTES);
+		w->requests = calloc(1, sizeof(*w->requests));
+		w->decisions = calloc(1, sizeof(*w->decisions));
+		if (p->cfg.access_log_fd >= 0) {
+			w->logbuf[0] = malloc(PROXY_LOG_BUF_BYTES);
+			w->logbuf[1] = malloc(PROXY_LOG_BUF_BYTES);
+		}
+		if (!w->scratch || !w->requests || !w->decisions ||
+		    (p->cfg.access_log_fd >= 0 && (!w->logbuf[0] || !w->logbuf[1]))) {
+			r = -ENOMEM;
+			goto out_free;
+		}
+	}
+	if (cfg->listen) {
+		r = bind_group(p, cfg->listen, 0);
+		if (r < 0)
+			goto out_free;
+	}
+	if (cfg->tls_listen) {
+		r = bind_group(p, cfg->tls_listen, 1);
+		if (r < 0)
+			goto out_free;
+	}
+	*ret = p;
+	return 0;
+
+out_free:
+	free_workers(p);
+	free(p);
+	return r;
 }
 
 int proxy_start(struct proxy *p)
 {
-	(void)p;
-	return -ENOSYS;
+	int r = 0;
+
+	if (p->started)
+		return -EALREADY;
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		r = -pthread_create(&p->workers[i].thread, NULL, proxy_worker_main, &p->workers[i]);
+		if (r < 0) {
+			atomic_compare_exchange_strong(&p->workers_failed, &(int){ 0 }, r);
+			atomic_fetch_add(&p->workers_ready, p->n_workers - i);
+			break;
+		}
+		p->workers[i].thread_started = true;
+	}
+	p->started = true;
+	while (atomic_load(&p->workers_ready) < p->n_workers) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	r = atomic_load(&p->workers_failed);
+	return r;
 }
 
 uint16_t proxy_port(const struct proxy *p, bool tls)
 {
-	(void)p;
-	(void)tls;
-	return 0;
+	return p ? p->port[tls ? 1 : 0] : 0;
 }
 
 unsigned proxy_drain(struct proxy *p)
 {
-	(void)p;
-	return 0;
+	if (!p || p->drained)
+		return 0;
+	p->drain_deadline_ns = proxy_now_ns() + (uint64_t)p->cfg.drain_timeout_ms * 1000000ull;
+	atomic_store_explicit(&p->draining, true, memory_order_release);
+	for (unsigned i = 0; i < p->n_workers; i++)
+		if (p->workers[i].thread_started)
+			pthread_join(p->workers[i].thread, NULL);
+	p->drained = true;
+	return atomic_load(&p->forced_closes);
 }
 
 void proxy_free(struct proxy *p)
 {
-	(void)p;
+	if (!p)
+		return;
+	if (p->started)
+		proxy_drain(p);
+	free_workers(p);
+	free(p);
+}
+
+/* ---- metrics ---- */
+
+struct merged {
+	const char *label;
+	int code;
+	uint64_t count;
+};
+
+/* Sums one table kind over every worker. Returns the entries (caller frees). */
+static struct merged *merge_tables(const struct proxy *p, bool decisions, size_t *n_out,
+				   uint64_t *dropped)
+{
+	size_t cap = (size_t)p->n_workers * PROXY_LTABLE_CAP, n = 0;
+	struct merged *m = malloc(cap * sizeof(*m));
+
+	*dropped = 0;
+	if (!m) {
+		*n_out = 0;
+		return NULL;
+	}
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		struct proxy_ltable *t = decisions ? p->workers[i].decisions : p->workers[i].requests;
+
+		*dropped += atomic_load_explicit(&t->dropped, memory_order_relaxed);
+		for (unsigned k = 0; k < PROXY_LTABLE_CAP; k++) {
+			struct proxy_lentry *e = &t->e[k];
+			uint64_t cnt;
+			size_t j;
+
+			if (!atomic_load_explicit(&e->used, memory_order_acquire))
+				continue;
+			cnt = atomic_load_explicit(&e->count, memory_order_relaxed);
+			for (j = 0; j < n; j++)
+				if (m[j].code == e->code && strcmp(m[j].label, e->label) == 0)
+					break;
+			if (j == n)
+				m[n++] = (struct merged){ e->label, e->code, 0 };
+			m[j].count += cnt;
+		}
+	}
+	*n_out = n;
+	return m;
 }
 
 void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
 {
-	(void)p;
-	(void)b;
+	struct merged *m;
+	size_t n;
+	uint64_t dropped;
+	char code[16];
+
+	if (!p)
+		return;
+	metrics_family(b, "sluice_proxy_requests_total", "counter",
+		       "Responses by route (empty: none matched) and status.");
+	m = merge_tables(p, false, &n, &dropped);
+	for (size_t i = 0; i < n; i++) {
+		const char *labels[] = { "route", m[i].label, "status", code, NULL };
+
+		snprintf(code, sizeof(code), "%d", m[i].code);
+		metrics_sample_u64(b, "sluice_proxy_requests_total", labels, m[i].count);
+	}
+	free(m);
+	if (dropped) {
+		const char *labels[] = { "route", "_overflow", "status", "0", NULL };
+
+		metrics_sample_u64(b, "sluice_proxy_requests_total", labels, dropped);
+	}
+
+	metrics_family(b, "sluice_proxy_decisions_total", "counter",
+		       "Policy decisions by deciding rule (limit, access list or route) and outcome.");
+	m = merge_tables(p, true, &n, &dropped);
+	for (size_t i = 0; i < n; i++) {
+		const char *labels[] = { "rule", m[i].label, "outcome",
+					 proxy_outcome_name(m[i].code), NULL };
+
+		metrics_sample_u64(b, "sluice_proxy_decisions_total", labels, m[i].count);
+	}
+	free(m);
+
+	metrics_family(b, "sluice_proxy_request_duration_seconds", "histogram",
+		       "From the first byte of a request head to the last byte of its response.");
+	metrics_histogram_render(b, "sluice_proxy_request_duration_seconds", NULL, &p->latency);
+
+	metrics_family(b, "sluice_proxy_connections_open", "gauge", "Client connections open.");
+	metrics_sample_u64(b, "sluice_proxy_connections_open", NULL,
+			   atomic_load_explicit(&p->conns_open, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_connections_accepted_total", "counter",
+		       "Client connections accepted and served.");
+	metrics_sample_u64(b, "sluice_proxy_connections_accepted_total", NULL,
+			   atomic_load_explicit(&p->conns_accepted, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_connections_refused_total", "counter",
+		       "Client connections closed at once: the global cap was reached, or TLS "
+		       "refused them (ktls_required without offload).");
+	{
+		const char *labels[] = { "reason", "cap", NULL };
+
+		const char *tls_labels[] = { "reason", "tls", NULL };
+
+		metrics_sample_u64(b, "sluice_proxy_connections_refused_total", labels,
+				   atomic_load_explicit(&p->conns_refused_cap, memory_order_relaxed));
+		metrics_sample_u64(b, "sluice_proxy_connections_refused_total", tls_labels,
+				   atomic_load_explicit(&p->conns_refused_tls, memory_order_relaxed));
+	}
+	metrics_family(b, "sluice_proxy_timeouts_total", "counter",
+		       "Connections or requests ended by a header, body, idle, send or upstream timeout.");
+	metrics_sample_u64(b, "sluice_proxy_timeouts_total", NULL,
+			   atomic_load_explicit(&p->conns_timed_out, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_upstream_connects_total", "counter",
+		       "New upstream connections opened.");
+	metrics_sample_u64(b, "sluice_proxy_upstream_connects_total", NULL,
+			   atomic_load_explicit(&p->up_connects, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_upstream_reuses_total", "counter",
+		       "Requests sent on a pooled keep-alive upstream connection.");
+	metrics_sample_u64(b, "sluice_proxy_upstream_reuses_total", NULL,
+			   atomic_load_explicit(&p->up_reuses, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_upstream_errors_total", "counter",
+		       "Upstream exchanges that failed (502, 503, 504 or a cut response).");
+	metrics_sample_u64(b, "sluice_proxy_upstream_errors_total", NULL,
+			   atomic_load_explicit(&p->up_errors, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_access_log_dropped_total", "counter",
+		       "Access log lines dropped because the log could not keep up.");
+	metrics_sample_u64(b, "sluice_proxy_access_log_dropped_total", NULL,
+			   atomic_load_explicit(&p->log_dropped, memory_order_relaxed));
+	metrics_family(b, "sluice_proxy_workers", "gauge", "Worker threads.");
+	metrics_sample_u64(b, "sluice_proxy_workers", NULL, p->n_workers);
 }

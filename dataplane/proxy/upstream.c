@@ -1,0 +1,1105 @@
+/* upstream.c - the proxy's side toward upstreams: per-worker keep-alive
+ * pools per endpoint, connect with failover, the rewritten request head,
+ * request bodies (Content-Length passed through, chunked decoded and
+ * re-chunked), and the response relay (Content-Length, chunked or
+ * close-delimited) with hop-by-hop fields removed.
+ *
+ * Invariants: an upstream connection serves one client request at a time;
+ * it goes back to its pool only after a complete, well-framed response on
+ * a persistent connection. An idle pooled connection keeps one receive
+ * armed, so a close by the upstream is seen at once.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "proxy_internal.h"
+
+/* ---- header helpers ---- */
+
+static bool name_is(const struct http_str *n, const char *lit)
+{
+	size_t l = strlen(lit);
+
+	return n->len == l && strncasecmp(n->ptr, lit, l) == 0;
+}
+
+/* Fields that describe one hop (RFC 9110 7.6.1) or the framing we redo. */
+static bool hop_by_hop(const struct http_str *n)
+{
+	return name_is(n, "connection") || name_is(n, "keep-alive") || name_is(n, "te") ||
+	       name_is(n, "trailer") || name_is(n, "transfer-encoding") || name_is(n, "upgrade") ||
+	       (n->len >= 6 && strncasecmp(n->ptr, "proxy-", 6) == 0);
+}
+
+/* The comma-separated tokens of every Connection field. */
+#define CONN_TOKENS_MAX 16
+struct conn_tokens {
+	struct http_str t[CONN_TOKENS_MAX];
+	unsigned n;
+	bool close, keep_alive;
+};
+
+static void collect_conn_tokens(const struct http_header *h, size_t nh, struct conn_tokens *ct)
+{
+	memset(ct, 0, sizeof(*ct));
+	for (size_t i = 0; i < nh; i++) {
+		const char *p, *end;
+
+		if (!name_is(&h[i].name, "connection"))
+			continue;
+		p = h[i].value.ptr;
+		end = p + h[i].value.len;
+		while (p < end) {
+			const char *s, *e;
+			struct http_str tok;
+
+			while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+				p++;
+			s = p;
+			while (p < end && *p != ',')
+				p++;
+			e = p;
+			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if (e == s)
+				continue;
+			tok.ptr = s;
+			tok.len = (size_t)(e - s);
+			if (name_is(&tok, "close"))
+				ct->close = true;
+			else if (name_is(&tok, "keep-alive"))
+				ct->keep_alive = true;
+			else if (ct->n < CONN_TOKENS_MAX)
+				ct->t[ct->n++] = tok;
+		}
+	}
+}
+
+static bool named_by_connection(const struct conn_tokens *ct, const struct http_str *n)
+{
+	for (unsigned i = 0; i < ct->n; i++)
+		if (ct->t[i].len == n->len && strncasecmp(ct->t[i].ptr, n->ptr, n->len) == 0)
+			return true;
+	return false;
+}
+
+/* ---- pools ---- */
+
+static void resolve(struct proxy_upool *pool, const struct policy_endpoint *ep)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&pool->addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&pool->addr;
+	struct addrinfo hints, *res = NULL;
+	char port[8];
+
+	memset(&pool->addr, 0, sizeof(pool->addr));
+	if (inet_pton(AF_INET, ep->host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(ep->port);
+		pool->addr_len = sizeof(*sin);
+		return;
+	}
+	if (inet_pton(AF_INET6, ep->host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(ep->port);
+		pool->addr_len = sizeof(*sin6);
+		return;
+	}
+	/* A name: resolved once per worker, when first used (blocking). */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%u", ep->port);
+	if (getaddrinfo(ep->host, port, &hints, &res) != 0 || !res) {
+		pool->resolve_err = -EHOSTUNREACH;
+		return;
+	}
+	memcpy(&pool->addr, res->ai_addr, res->ai_addrlen);
+	pool->addr_len = res->ai_addrlen;
+	freeaddrinfo(res);
+}
+
+static struct proxy_upool *pool_get(struct proxy_worker *w, const struct policy_endpoint *ep)
+{
+	char key[sizeof(((struct proxy_upool *)0)->key)];
+	struct proxy_upool *pool;
+
+	snprintf(key, sizeof(key), "%s:%u", ep->host, ep->port);
+	for (pool = w->pools; pool; pool = pool->next)
+		if (strcmp(pool->key, key) == 0)
+			return pool;
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return NULL;
+	memcpy(pool->key, key, sizeof(key));
+	resolve(pool, ep);
+	pool->next = w->pools;
+	w->pools = pool;
+	return pool;
+}
+
+static void upconn_unlink_idle(struct proxy_upconn *u)
+{
+	struct proxy_upconn **pp;
+
+	if (!u->idle)
+		return;
+	for (pp = &u->pool->idle; *pp; pp = &(*pp)->next) {
+		if (*pp == u) {
+			*pp = u->next;
+			u->pool->n_idle--;
+			break;
+		}
+	}
+	u->idle = false;
+	u->next = NULL;
+}
+
+static void upconn_maybe_free(struct proxy_upconn *u)
+{
+	struct proxy_worker *w = u->w;
+
+	if (!u->closing || u->inflight || u->dead)
+		return;
+	u->dead = true;
+	close(u->fd);
+	if (u->all_prev)
+		u->all_prev->all_next = u->all_next;
+	else
+		w->upconns = u->all_next;
+	if (u->all_next)
+		u->all_next->all_prev = u->all_prev;
+	free(u->rbuf);
+	u->rbuf = NULL;
+	u->next = w->dead_ups;
+	w->dead_ups = u;
+}
+
+void proxy_up_reap(struct proxy_worker *w)
+{
+	while (w->dead_ups) {
+		struct proxy_upconn *u = w->dead_ups;
+
+		w->dead_ups = u->next;
+		free(u);
+	}
+}
+
+static void upconn_close(struct proxy_upconn *u)
+{
+	if (u->closing)
+		return;
+	u->closing = true;
+	upconn_unlink_idle(u);
+	u->c = NULL;
+	shutdown(u->fd, SHUT_RDWR);
+	if (u->connect_pending)
+		proxy_cancel(u->w, &u->op_connect);
+	if (u->send_pending)
+		proxy_cancel(u->w, &u->op_send);
+	if (u->recv_pending)
+		proxy_cancel(u->w, &u->op_recv);
+	upconn_maybe_free(u);
+}
+
+static void urecv(struct proxy_upconn *u)
+{
+	struct io_uring_sqe *sqe;
+
+	if (u->recv_pending || u->closing)
+		return;
+	sqe = proxy_get_sqe(u->w);
+	io_uring_prep_recv(sqe, u->fd, u->rbuf + u->rlen, PROXY_UP_BUF_BYTES - u->rlen, 0);
+	io_uring_sqe_set_data(sqe, &u->op_recv);
+	u->recv_pending = true;
+	u->inflight++;
+}
+
+static void usend(struct proxy_upconn *u)
+{
+	struct io_uring_sqe *sqe;
+
+	memset(&u->msg, 0, sizeof(u->msg));
+	u->msg.msg_iov = u->iov;
+	u->msg.msg_iovlen = u->iovcnt;
+	sqe = proxy_get_sqe(u->w);
+	io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, &u->op_send);
+	u->send_pending = true;
+	u->inflight++;
+}
+
+void proxy_up_detach(struct proxy_conn *c, bool reusable)
+{
+	struct proxy_upconn *u = c->up;
+	struct proxy_worker *w = c->w;
+
+	if (!u)
+		return;
+	c->up = NULL;
+	u->c = NULL;
+	if (reusable && !u->closing && !w->draining && u->pool->n_idle < c->pool_cap &&
+	    !u->send_pending) {
+		u->idle = true;
+		u->reused = false;
+		u->head_done = false;
+		u->rlen = 0;
+		u->idle_since_ns = proxy_now_ns();
+		u->next = u->pool->idle;
+		u->pool->idle = u;
+		u->pool->n_idle++;
+		urecv(u);
+		return;
+	}
+	upconn_close(u);
+}
+
+void proxy_up_tick(struct proxy_worker *w, uint64_t now)
+{
+	uint64_t ttl = (uint64_t)w->p->cfg.upstream_idle_timeout_ms * 1000000ull;
+
+	for (struct proxy_upool *pool = w->pools; pool; pool = pool->next) {
+		struct proxy_upconn *u = pool->idle, *next;
+
+		for (; u; u = next) {
+			next = u->next;
+			if (w->draining || now - u->idle_since_ns >= ttl)
+				upconn_close(u);
+		}
+	}
+}
+
+void proxy_up_free_all(struct proxy_worker *w)
+{
+	while (w->upconns) {
+		struct proxy_upconn *u = w->upconns;
+
+		u->closing = true;
+		u->inflight = 0;
+		upconn_maybe_free(u);
+	}
+	proxy_up_reap(w);
+	while (w->pools) {
+		struct proxy_upool *pool = w->pools;
+
+		w->pools = pool->next;
+		free(pool);
+	}
+}
+
+/* ---- failures toward the client ---- */
+
+static void fail(struct proxy_conn *c, int status, const char *why)
+{
+	c->up_error = why;
+	atomic_fetch_add_explicit(&c->w->p->up_errors, 1, memory_order_relaxed);
+	proxy_up_detach(c, false);
+	if (c->resp_started) {
+		proxy_conn_abort(c);
+		return;
+	}
+	proxy_conn_respond(c, status, NULL, false);
+}
+
+/* ---- request head ---- */
+
+static void add_target(struct proxy_buf *b, const struct policy_route *rt,
+		       const struct http_request *req)
+{
+	const char *path = req->path.len ? req->path.ptr : "/";
+	size_t len = req->path.len ? req->path.len : 1;
+
+	if (rt->rewrite_prefix) {
+		/* "/api/" -> "/app/": the matched prefix (without its trailing
+		 * '/') is replaced by the rewrite (without its trailing '/'). */
+		size_t skip = rt->match_prefix_len == 1 ? 0 : rt->match_prefix_len;
+		const char *rw = rt->rewrite_prefix;
+		size_t rwlen = strlen(rw);
+
+		if (rwlen && rw[rwlen - 1] == '/')
+			rwlen--;
+		if (rwlen + (len - skip) == 0) {
+			proxy_buf_add(b, "/", 1);
+		} else {
+			proxy_buf_add(b, rw, rwlen);
+			if (len - skip && path[skip] != '/')
+				proxy_buf_add(b, "/", 1);
+			proxy_buf_add(b, path + skip, len - skip);
+			if (len == skip && rwlen == 0)
+				proxy_buf_add(b, "/", 1);
+		}
+	} else {
+		proxy_buf_add(b, path, len);
+	}
+	if (req->query.ptr) {
+		proxy_buf_add(b, "?", 1);
+		proxy_buf_add(b, req->query.ptr, req->query.len);
+	}
+}
+
+static void build_head(struct proxy_conn *c, const struct http_request *req,
+		       const struct policy_route *rt, const char *default_host)
+{
+	struct proxy_buf *b = &c->uhead;
+	struct conn_tokens ct;
+	bool xff = false, fwd = false, via = false, host = false;
+	bool v6 = c->peer.family == AF_INET6;
+
+	b->len = 0;
+	collect_conn_tokens(req->headers, req->num_headers, &ct);
+	proxy_buf_add(b, req->method.ptr, req->method.len);
+	proxy_buf_add(b, " ", 1);
+	add_target(b, rt, req);
+	proxy_buf_str(b, " HTTP/1.1\r\n");
+	for (size_t i = 0; i < req->num_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+
+		if (hop_by_hop(&h->name) || name_is(&h->name, "content-length") ||
+		    name_is(&h->name, "expect") || named_by_connection(&ct, &h->name))
+			continue;
+		if (name_is(&h->name, "x-forwarded-for") || name_is(&h->name, "forwarded") ||
+		    name_is(&h->name, "via"))
+			continue; /* merged below, with this hop appended */
+		if (name_is(&h->name, "host"))
+			host = true;
+		proxy_buf_add(b, h->name.ptr, h->name.len);
+		proxy_buf_add(b, ": ", 2);
+		proxy_buf_add(b, h->value.ptr, h->value.len);
+		proxy_buf_add(b, "\r\n", 2);
+	}
+	if (!host) {
+		proxy_buf_str(b, "Host: ");
+		if (req->authority.ptr)
+			proxy_buf_add(b, req->authority.ptr, req->authority.len);
+		else
+			proxy_buf_str(b, default_host);
+		proxy_buf_add(b, "\r\n", 2);
+	}
+	/* Earlier hops first, in their order, then ours. */
+	for (int pass = 0; pass < 3; pass++) {
+		const char *lit = pass == 0 ? "x-forwarded-for" : pass == 1 ? "forwarded" : "via";
+		const char *out = pass == 0 ? "X-Forwarded-For: " : pass == 1 ? "Forwarded: " : "Via: ";
+		bool *seen = pass == 0 ? &xff : pass == 1 ? &fwd : &via;
+
+		for (size_t i = 0; i < req->num_headers; i++) {
+			const struct http_header *h = &req->headers[i];
+
+			if (!name_is(&h->name, lit) || h->value.len == 0)
+				continue;
+			proxy_buf_str(b, *seen ? ", " : out);
+			proxy_buf_add(b, h->value.ptr, h->value.len);
+			*seen = true;
+		}
+		proxy_buf_str(b, *seen ? ", " : out);
+		if (pass == 0)
+			proxy_buf_str(b, c->peer_str);
+		else if (pass == 1)
+			proxy_buf_fmt(b, "for=%s%s%s%s;proto=%s", v6 ? "\"[" : "", c->peer_str,
+				      v6 ? "]" : "", v6 ? "\"" : "", c->tls_port ? "https" : "http");
+		else
+			proxy_buf_str(b, req->version_minor == 0 ? "1.0 sluice" : "1.1 sluice");
+		proxy_buf_add(b, "\r\n", 2);
+	}
+	if (c->body_mode == BODY_LENGTH)
+		proxy_buf_fmt(b, "Content-Length: %llu\r\n", (unsigned long long)c->body_left);
+	else if (c->body_mode == BODY_CHUNKED)
+		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
+	proxy_buf_add(b, "\r\n", 2);
+}
+
+void proxy_up_start(struct proxy_conn *c, const struct http_request *req, size_t head_len,
+		    const struct proxy_route_target *t)
+{
+	struct proxy_worker *w = c->w;
+	const struct proxy_config *cfg = &w->p->cfg;
+	const struct policy_upstream *up = t->upstream;
+	static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	unsigned start;
+
+	(void)head_len;
+	c->up_connect_timeout_ms = cfg->upstream_connect_timeout_ms ? cfg->upstream_connect_timeout_ms
+								     : up->connect_timeout_ms;
+	c->up_read_timeout_ms = cfg->upstream_read_timeout_ms ? cfg->upstream_read_timeout_ms
+			       : t->route->request_timeout_ms ? t->route->request_timeout_ms
+							      : up->read_timeout_ms;
+	c->pool_cap = cfg->upstream_idle_per_worker ? cfg->upstream_idle_per_worker
+						    : up->keepalive_pool_size;
+	c->n_alt = 0;
+	c->alt_idx = 0;
+	start = w->rr++;
+	for (size_t i = 0; i < up->n_endpoints && c->n_alt < 8; i++) {
+		struct proxy_upool *pool = pool_get(w, &up->parsed[(start + i) % up->n_endpoints]);
+
+		if (pool)
+			c->alt[c->n_alt++] = pool;
+	}
+	if (c->n_alt == 0) {
+		fail(c, 503, "no_endpoint");
+		return;
+	}
+	build_head(c, req, t->route, c->alt[0]->key);
+	if (PROXY_BUF_FAILED(&c->uhead)) {
+		fail(c, 503, "no_memory");
+		return;
+	}
+	c->phase = PH_UPSTREAM;
+	if (req->expect_continue && c->body_mode != BODY_NONE && c->rlen == c->bpos) {
+		c->wbuf.len = 0;
+		proxy_buf_add(&c->wbuf, continue_line, sizeof(continue_line) - 1);
+		c->iov[0].iov_base = c->wbuf.p;
+		c->iov[0].iov_len = c->wbuf.len;
+		c->iovcnt = 1;
+		proxy_conn_send(c, SN_CONTINUE);
+		return;
+	}
+	proxy_up_begin(c);
+}
+
+/* ---- connecting ---- */
+
+static void pump_body(struct proxy_conn *c);
+
+static void connect_new(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+	struct proxy_upool *pool;
+	struct proxy_upconn *u;
+	struct io_uring_sqe *sqe;
+	int fd, one = 1;
+
+	while (c->alt_idx < c->n_alt && c->alt[c->alt_idx]->resolve_err)
+		c->alt_idx++;
+	if (c->alt_idx >= c->n_alt) {
+		fail(c, c->up_error ? 502 : 503, c->up_error ? c->up_error : "resolve");
+		return;
+	}
+	pool = c->alt[c->alt_idx];
+	fd = socket(pool->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		fail(c, 503, "socket");
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	u = calloc(1, sizeof(*u));
+	if (u && !(u->rbuf = malloc(PROXY_UP_BUF_BYTES))) {
+		free(u);
+		u = NULL;
+	}
+	if (!u) {
+		close(fd);
+		fail(c, 503, "no_memory");
+		return;
+	}
+	u->w = w;
+	u->pool = pool;
+	u->fd = fd;
+	u->op_connect = (struct proxy_op){ OP_UCONNECT, u };
+	u->op_send = (struct proxy_op){ OP_USEND, u };
+	u->op_recv = (struct proxy_op){ OP_URECV, u };
+	u->all_next = w->upconns;
+	if (w->upconns)
+		w->upconns->all_prev = u;
+	w->upconns = u;
+	u->c = c;
+	c->up = u;
+	c->pool = pool;
+	atomic_fetch_add_explicit(&w->p->up_connects, 1, memory_order_relaxed);
+	sqe = proxy_get_sqe(w);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&pool->addr, pool->addr_len);
+	io_uring_sqe_set_data(sqe, &u->op_connect);
+	u->connect_pending = true;
+	u->inflight++;
+	proxy_conn_set_deadline(c, DL_UP_CONNECT, c->up_connect_timeout_ms);
+}
+
+void proxy_up_begin(struct proxy_conn *c)
+{
+	struct proxy_upool *pool = c->alt[0];
+	struct proxy_upconn *u;
+
+	c->phase = PH_UPSTREAM;
+	/* A retried request skips the pool: its connection just failed. */
+	while (!c->retried && (u = pool->idle)) {
+		upconn_unlink_idle(u);
+		if (u->closing || u->rlen) {
+			upconn_close(u);
+			continue;
+		}
+		u->c = c;
+		u->reused = true;
+		c->up = u;
+		c->pool = pool;
+		atomic_fetch_add_explicit(&c->w->p->up_reuses, 1, memory_order_relaxed);
+		pump_body(c);
+		return;
+	}
+	connect_new(c);
+}
+
+/* ---- request body ---- */
+
+static void wait_response(struct proxy_conn *c);
+
+static void pump_body(struct proxy_conn *c)
+{
+	struct proxy_upconn *u = c->up;
+	size_t avail = c->rlen - c->bpos;
+
+	u->iovcnt = 0;
+	if (!c->uhead_sent) {
+		u->iov[u->iovcnt].iov_base = c->uhead.p;
+		u->iov[u->iovcnt++].iov_len = c->uhead.len;
+	}
+	c->pump_ends = false;
+	switch (c->body_mode) {
+	case BODY_NONE:
+		c->pump_ends = true;
+		c->pump_rpos = c->rpos;
+		c->pump_rlen = c->rlen;
+		break;
+	case BODY_LENGTH: {
+		size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+
+		if (n) {
+			u->iov[u->iovcnt].iov_base = c->rbuf + c->bpos;
+			u->iov[u->iovcnt++].iov_len = n;
+		}
+		c->body_left -= n;
+		c->pump_ends = c->body_left == 0;
+		c->pump_rpos = c->pump_ends ? c->bpos + n : 0;
+		c->pump_rlen = c->pump_ends ? c->rlen : 0;
+		break;
+	}
+	case BODY_CHUNKED: {
+		size_t len = avail;
+		int r = avail ? http_chunked_decode(&c->chunked, c->rbuf + c->bpos, &len) : -EAGAIN;
+
+		if (r == -EBADMSG) {
+			/* The rest of the body cannot be framed: answer, then close. */
+			c->body_done = true;
+			c->close_after = true;
+			fail(c, http_error_status(c->chunked.error), "bad_chunked_body");
+			return;
+		}
+		if (!avail)
+			len = 0;
+		if (len) {
+			snprintf(c->chunk_line, sizeof(c->chunk_line), "%zx\r\n", len);
+			u->iov[u->iovcnt].iov_base = c->chunk_line;
+			u->iov[u->iovcnt++].iov_len = strlen(c->chunk_line);
+			u->iov[u->iovcnt].iov_base = c->rbuf + c->bpos;
+			u->iov[u->iovcnt++].iov_len = len;
+			u->iov[u->iovcnt].iov_base = (char *)"\r\n";
+			u->iov[u->iovcnt++].iov_len = 2;
+		}
+		if (r >= 0) {
+			/* Trailers are dropped: the decoder consumed them. */
+			u->iov[u->iovcnt].iov_base = (char *)"0\r\n\r\n";
+			u->iov[u->iovcnt++].iov_len = 5;
+			c->pump_ends = true;
+			c->pump_rpos = c->bpos + len;
+			c->pump_rlen = c->pump_rpos + (size_t)r;
+		} else {
+			c->pump_rpos = c->pump_rlen = 0;
+		}
+		break;
+	}
+	}
+	if (u->iovcnt == 0) {
+		/* Only chunk framing arrived: read on. */
+		c->rpos = c->rlen = c->bpos = 0;
+		proxy_conn_set_deadline(c, DL_BODY, c->w->p->cfg.body_timeout_ms);
+		proxy_conn_recv(c);
+		return;
+	}
+	c->uhead_sent = true;
+	usend(u);
+	/* An upstream that stops reading the request counts as not answering. */
+	proxy_conn_set_deadline(c, DL_UP_READ, c->up_read_timeout_ms);
+}
+
+/* The body send finished: the client buffer is ours again. */
+static void body_sent(struct proxy_conn *c)
+{
+	if (c->pump_ends) {
+		c->body_done = true;
+		c->rpos = c->bpos = c->pump_rpos;
+		c->rlen = c->pump_rlen;
+		wait_response(c);
+		return;
+	}
+	c->rpos = c->rlen = c->bpos = 0;
+	proxy_conn_set_deadline(c, DL_BODY, c->w->p->cfg.body_timeout_ms);
+	proxy_conn_recv(c);
+}
+
+void proxy_up_body_more(struct proxy_conn *c)
+{
+	if (!c->up || c->body_done) {
+		/* The response is decided (or the upstream gone): bytes wait. */
+		return;
+	}
+	pump_body(c);
+}
+
+/* ---- response ---- */
+
+struct resp_head {
+	int version_minor;
+	int status;
+	struct http_str reason;
+	size_t num_headers;
+	int64_t content_length;
+	bool chunked, te_other, bad;
+	struct conn_tokens ct;
+};
+
+static bool is_tchar(unsigned char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Parses a response head in buf[0..len). Returns its length, -EAGAIN, or
+ * -EBADMSG. CRLF only; no obs-fold. */
+static int parse_response(const char *buf, size_t len, struct http_header *hdrs, size_t cap,
+			  struct resp_head *out)
+{
+	const char *end = NULL, *p, *line_end;
+	size_t head_len;
+
+	for (size_t i = 3; i < len; i++) {
+		if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
+			end = buf + i + 1;
+			break;
+		}
+	}
+	if (!end)
+		return -EAGAIN;
+	head_len = (size_t)(end - buf);
+	memset(out, 0, sizeof(*out));
+	out->content_length = -1;
+	if (head_len < 16 || memcmp(buf, "HTTP/1.", 7) != 0 || (buf[7] != '0' && buf[7] != '1') ||
+	    buf[8] != ' ')
+		return -EBADMSG;
+	out->version_minor = buf[7] - '0';
+	for (int i = 9; i < 12; i++)
+		if (buf[i] < '0' || buf[i] > '9')
+			return -EBADMSG;
+	out->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+	if (out->status < 100 || (buf[12] != ' ' && buf[12] != '\r'))
+		return -EBADMSG;
+	line_end = memchr(buf, '\r', head_len);
+	if (!line_end || line_end[1] != '\n')
+		return -EBADMSG;
+	out->reason.ptr = buf[12] == ' ' ? buf + 13 : buf + 12;
+	out->reason.len = (size_t)(line_end - out->reason.ptr);
+	p = line_end + 2;
+	while (p < end - 2) {
+		const char *colon, *v, *ve;
+		struct http_header *h;
+
+		line_end = memchr(p, '\r', (size_t)(end - p));
+		if (!line_end || line_end[1] != '\n')
+			return -EBADMSG;
+		colon = memchr(p, ':', (size_t)(line_end - p));
+		if (!colon || colon == p)
+			return -EBADMSG;
+		for (const char *q = p; q < colon; q++)
+			if (!is_tchar((unsigned char)*q))
+				return -EBADMSG;
+		for (const char *q = colon + 1; q < line_end; q++)
+			if ((unsigned char)*q < 0x20 && *q != '\t')
+				return -EBADMSG;
+		if (out->num_headers == cap)
+			return -EBADMSG;
+		v = colon + 1;
+		while (v < line_end && (*v == ' ' || *v == '\t'))
+			v++;
+		ve = line_end;
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		h = &hdrs[out->num_headers++];
+		h->name.ptr = p;
+		h->name.len = (size_t)(colon - p);
+		h->value.ptr = v;
+		h->value.len = (size_t)(ve - v);
+		if (name_is(&h->name, "content-length")) {
+			int64_t n = 0;
+
+			if (h->value.len == 0 || h->value.len > 18)
+				return -EBADMSG;
+			for (size_t i = 0; i < h->value.len; i++) {
+				if (v[i] < '0' || v[i] > '9')
+					return -EBADMSG;
+				n = n * 10 + (v[i] - '0');
+			}
+			if (out->content_length >= 0 && out->content_length != n)
+				return -EBADMSG;
+			out->content_length = n;
+		} else if (name_is(&h->name, "transfer-encoding")) {
+			/* chunked must be the final coding, else the body ends
+			 * at close (RFC 9112 6.3). */
+			const char *last = ve;
+			const char *s = ve;
+
+			while (s > v && s[-1] != ',')
+				s--;
+			while (s < last && (*s == ' ' || *s == '\t'))
+				s++;
+			if ((size_t)(last - s) == 7 && strncasecmp(s, "chunked", 7) == 0)
+				out->chunked = true;
+			else
+				out->te_other = true;
+		}
+		p = line_end + 2;
+	}
+	collect_conn_tokens(hdrs, out->num_headers, &out->ct);
+	return (int)head_len;
+}
+
+static void relay(struct proxy_conn *c, size_t start);
+
+static void wait_response(struct proxy_conn *c)
+{
+	struct proxy_upconn *u = c->up;
+
+	proxy_conn_set_deadline(c, DL_UP_READ, c->up_read_timeout_ms);
+	if (u->rlen) {
+		relay(c, 0);
+		return;
+	}
+	urecv(u);
+}
+
+/* Builds the client's response head from the upstream's. */
+static int start_response(struct proxy_conn *c, const struct resp_head *rh, size_t head_len)
+{
+	struct proxy_upconn *u = c->up;
+	struct proxy_buf *b = &c->wbuf;
+	struct http_header *hdrs = c->w->headers;
+	bool via = false;
+
+	if (rh->status == 304 || rh->status == 204 || c->is_head_method)
+		u->mode = RESP_NONE;
+	else if (rh->chunked && !rh->te_other)
+		u->mode = RESP_CHUNKED;
+	else if (rh->te_other)
+		u->mode = RESP_CLOSE;
+	else if (rh->content_length >= 0)
+		u->mode = RESP_LENGTH;
+	else
+		u->mode = RESP_CLOSE;
+	u->left = rh->content_length > 0 ? (uint64_t)rh->content_length : 0;
+	u->keep_alive = rh->version_minor == 1 ? !rh->ct.close : rh->ct.keep_alive;
+	if (rh->chunked && rh->content_length >= 0)
+		u->keep_alive = false;
+	if (u->mode == RESP_CHUNKED) {
+		struct http_limits lim = { .max_body_bytes = UINT64_MAX / 4 };
+
+		http_chunked_init(&u->ch, &lim);
+	}
+	if (u->mode == RESP_CLOSE || (u->mode == RESP_CHUNKED && c->http10))
+		c->close_after = true;
+	if (c->w->draining)
+		c->close_after = true;
+
+	b->len = 0;
+	proxy_buf_fmt(b, "HTTP/1.1 %d %.*s\r\n", rh->status, (int)rh->reason.len, rh->reason.ptr);
+	for (size_t i = 0; i < rh->num_headers; i++) {
+		const struct http_header *h = &hdrs[i];
+
+		if (hop_by_hop(&h->name) || named_by_connection(&rh->ct, &h->name))
+			continue;
+		if (name_is(&h->name, "content-length") &&
+		    (u->mode == RESP_CHUNKED || u->mode == RESP_CLOSE))
+			continue;
+		if (name_is(&h->name, "via")) {
+			via = true;
+			proxy_buf_add(b, h->name.ptr, h->name.len);
+			proxy_buf_add(b, ": ", 2);
+			proxy_buf_add(b, h->value.ptr, h->value.len);
+			proxy_buf_fmt(b, ", 1.%d sluice\r\n", rh->version_minor);
+			continue;
+		}
+		proxy_buf_add(b, h->name.ptr, h->name.len);
+		proxy_buf_add(b, ": ", 2);
+		proxy_buf_add(b, h->value.ptr, h->value.len);
+		proxy_buf_add(b, "\r\n", 2);
+	}
+	if (!via)
+		proxy_buf_fmt(b, "Via: 1.%d sluice\r\n", rh->version_minor);
+	if (u->mode == RESP_CHUNKED && !c->http10)
+		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
+	proxy_buf_str(b, c->rl_hdr);
+	if (c->close_after)
+		proxy_buf_str(b, "Connection: close\r\n");
+	else if (c->http10)
+		proxy_buf_str(b, "Connection: keep-alive\r\n");
+	proxy_buf_add(b, "\r\n", 2);
+	if (PROXY_BUF_FAILED(b))
+		return -ENOMEM;
+	c->status = rh->status;
+	c->resp_started = true;
+	u->head_done = true;
+	(void)head_len;
+	return 0;
+}
+
+/* Relays u->rbuf[start..rlen) (after a head, if any, went into c->iov). */
+static void relay(struct proxy_conn *c, size_t start)
+{
+	struct proxy_upconn *u = c->up;
+	size_t seg, n = 0;
+	char *data = u->rbuf + start;
+	bool ends = false;
+
+	if (!u->head_done) {
+		struct resp_head rh;
+		int r;
+
+		for (;;) {
+			r = parse_response(u->rbuf, u->rlen, c->w->headers, PROXY_MAX_FIELDS, &rh);
+			if (r == -EAGAIN) {
+				if (u->rlen == PROXY_UP_BUF_BYTES) {
+					fail(c, 502, "response_head_too_large");
+					return;
+				}
+				urecv(u);
+				return;
+			}
+			if (r < 0) {
+				fail(c, 502, "bad_response");
+				return;
+			}
+			if (rh.status >= 100 && rh.status < 200) {
+				if (rh.status == 101) {
+					fail(c, 502, "unexpected_upgrade");
+					return;
+				}
+				/* Interim responses are ours to drop: we
+				 * sent no Expect and asked for no upgrade. */
+				memmove(u->rbuf, u->rbuf + r, u->rlen - (size_t)r);
+				u->rlen -= (size_t)r;
+				continue;
+			}
+			break;
+		}
+		if (start_response(c, &rh, (size_t)r) < 0) {
+			fail(c, 502, "no_memory");
+			return;
+		}
+		start = (size_t)r;
+		data = u->rbuf + start;
+		c->iov[0].iov_base = c->wbuf.p;
+		c->iov[0].iov_len = c->wbuf.len;
+		c->iovcnt = 1;
+	} else {
+		c->iovcnt = 0;
+	}
+	seg = u->rlen - start;
+	switch (u->mode) {
+	case RESP_NONE:
+		ends = true;
+		if (seg)
+			u->keep_alive = false;
+		break;
+	case RESP_LENGTH:
+		n = seg < u->left ? seg : (size_t)u->left;
+		u->left -= n;
+		ends = u->left == 0;
+		if (seg > n)
+			u->keep_alive = false;
+		break;
+	case RESP_CHUNKED: {
+		size_t len = seg;
+		int r;
+
+		if (c->http10) {
+			/* Decoded in place, sent close-delimited. */
+			r = seg ? http_chunked_decode(&u->ch, data, &len) : -EAGAIN;
+			if (!seg)
+				len = 0;
+			n = len;
+		} else {
+			/* Passed through as received; a copy is decoded only
+			 * to find where the body ends. */
+			memcpy(c->w->scratch, data, seg);
+			r = seg ? http_chunked_decode(&u->ch, c->w->scratch, &len) : -EAGAIN;
+			n = r >= 0 ? seg - (size_t)r : seg;
+		}
+		if (r == -EBADMSG) {
+			fail(c, 502, "bad_chunked_response");
+			return;
+		}
+		if (r >= 0) {
+			ends = true;
+			if (r > 0)
+				u->keep_alive = false;
+		}
+		break;
+	}
+	case RESP_CLOSE:
+		n = seg;
+		break;
+	}
+	if (n) {
+		c->iov[c->iovcnt].iov_base = data;
+		c->iov[c->iovcnt++].iov_len = n;
+	}
+	u->relay_ends = ends;
+	c->deadline_kind = DL_NONE;
+	if (c->iovcnt == 0) {
+		u->rlen = 0;
+		if (ends) {
+			proxy_up_relay_sent(c);
+			return;
+		}
+		proxy_conn_set_deadline(c, DL_UP_READ, c->up_read_timeout_ms);
+		urecv(u);
+		return;
+	}
+	proxy_conn_send(c, SN_RELAY);
+}
+
+void proxy_up_relay_sent(struct proxy_conn *c)
+{
+	struct proxy_upconn *u = c->up;
+
+	if (!u) {
+		proxy_conn_request_done(c);
+		return;
+	}
+	u->rlen = 0;
+	if (u->relay_ends) {
+		proxy_up_detach(c, u->keep_alive && u->mode != RESP_CLOSE);
+		proxy_conn_request_done(c);
+		return;
+	}
+	proxy_conn_set_deadline(c, DL_UP_READ, c->up_read_timeout_ms);
+	urecv(u);
+}
+
+static void on_recv(struct proxy_upconn *u, int res)
+{
+	struct proxy_conn *c = u->c;
+
+	if (!c) {
+		/* Idle in the pool: the upstream closed it or sent what it
+		 * should not have. Either way it is no longer reusable. */
+		upconn_close(u);
+		return;
+	}
+	if (res <= 0) {
+		if (!u->head_done && u->rlen == 0 && u->reused && !c->retried &&
+		    c->body_mode == BODY_NONE) {
+			/* A pooled connection the upstream had closed: once,
+			 * on a fresh connection. */
+			c->retried = true;
+			c->uhead_sent = false;
+			proxy_up_detach(c, false);
+			connect_new(c);
+			return;
+		}
+		if (res == 0 && u->head_done && u->mode == RESP_CLOSE) {
+			u->relay_ends = true;
+			u->keep_alive = false;
+			c->close_after = true;
+			proxy_up_relay_sent(c);
+			return;
+		}
+		fail(c, 502, res == 0 ? "upstream_closed" : "upstream_reset");
+		return;
+	}
+	u->rlen += (size_t)res;
+	if (!c->body_done) {
+		/* An early response: relayed once the request is sent. */
+		return;
+	}
+	relay(c, 0);
+}
+
+void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res)
+{
+	struct proxy_conn *c;
+
+	u->inflight--;
+	switch (kind) {
+	case OP_UCONNECT:
+		u->connect_pending = false;
+		break;
+	case OP_USEND:
+		u->send_pending = false;
+		break;
+	default:
+		u->recv_pending = false;
+		break;
+	}
+	if (u->closing) {
+		upconn_maybe_free(u);
+		return;
+	}
+	c = u->c;
+	if (kind == OP_URECV) {
+		on_recv(u, res);
+		return;
+	}
+	if (!c)
+		return;
+	if (kind == OP_UCONNECT) {
+		if (res < 0) {
+			c->up_error = res == -ECONNREFUSED ? "connect_refused" : "connect_failed";
+			proxy_up_detach(c, false);
+			c->alt_idx++;
+			connect_new(c);
+			return;
+		}
+		u->connected = true;
+		pump_body(c);
+		return;
+	}
+	/* OP_USEND */
+	if (res < 0) {
+		if (u->reused && !c->retried && c->body_mode == BODY_NONE) {
+			c->retried = true;
+			c->uhead_sent = false;
+			proxy_up_detach(c, false);
+			connect_new(c);
+			return;
+		}
+		fail(c, 502, "upstream_write");
+		return;
+	}
+	{
+		size_t left = (size_t)res;
+		unsigned i = 0;
+
+		while (i < u->iovcnt && left >= u->iov[i].iov_len)
+			left -= u->iov[i++].iov_len;
+		if (i < u->iovcnt) {
+			u->iov[i].iov_base = (char *)u->iov[i].iov_base + left;
+			u->iov[i].iov_len -= left;
+			memmove(u->iov, u->iov + i, (u->iovcnt - i) * sizeof(u->iov[0]));
+			u->iovcnt -= i;
+			usend(u);
+			return;
+		}
+	}
+	body_sent(c);
+}
+
+void proxy_up_timeout(struct proxy_conn *c, enum proxy_deadline k)
+{
+	if (k == DL_UP_CONNECT) {
+		fail(c, 504, "connect_timeout");
+		return;
+	}
+	fail(c, 504, "read_timeout");
+}

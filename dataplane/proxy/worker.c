@@ -1,0 +1,1418 @@
+/* worker.c - one proxy worker: a thread with its own io_uring, accepting on
+ * its SO_REUSEPORT listener(s) and running every client connection's state
+ * machine (head -> decision -> upstream/static/local response -> next).
+ *
+ * Invariants: a connection has at most one receive and one send in flight;
+ * requests on a connection are handled one at a time, so pipelined requests
+ * are answered in order; a connection is freed only when no operation
+ * refers to it. Timeouts are deadlines checked every PROXY_TICK_MS.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "decision.h"
+#include "log.h"
+#include "proxy_internal.h"
+#include "tls.h"
+
+uint64_t proxy_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- small buffers ---- */
+
+int proxy_buf_reserve(struct proxy_buf *b, size_t extra)
+{
+	size_t need, cap;
+	char *np;
+
+	if (PROXY_BUF_FAILED(b))
+		return -ENOMEM;
+	need = b->len + extra + 1;
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 512;
+	while (cap < need)
+		cap *= 2;
+	np = realloc(b->p, cap);
+	if (!np) {
+		b->len = SIZE_MAX;
+		return -ENOMEM;
+	}
+	b->p = np;
+	b->cap = cap;
+	return 0;
+}
+
+void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n)
+{
+	if (proxy_buf_reserve(b, n) < 0)
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void proxy_buf_str(struct proxy_buf *b, const char *s)
+{
+	proxy_buf_add(b, s, strlen(s));
+}
+
+void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (proxy_buf_reserve(b, 128) < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->len = SIZE_MAX;
+		return;
+	}
+	if ((size_t)n >= b->cap - b->len) {
+		if (proxy_buf_reserve(b, (size_t)n) < 0)
+			return;
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+	}
+	b->len += (size_t)n;
+}
+
+void proxy_buf_free(struct proxy_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* ---- labelled counters ---- */
+
+void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t len, int code, uint64_t n)
+{
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)(unsigned)code;
+
+	if (len >= PROXY_LABEL_MAX)
+		len = PROXY_LABEL_MAX - 1;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)label[i]) * 1099511628211ull;
+	for (unsigned i = 0; i < PROXY_LTABLE_CAP; i++) {
+		struct proxy_lentry *e = &t->e[(h + i) & (PROXY_LTABLE_CAP - 1)];
+
+		if (!atomic_load_explicit(&e->used, memory_order_relaxed)) {
+			memcpy(e->label, label, len);
+			e->label[len] = '\0';
+			e->code = code;
+			atomic_store_explicit(&e->count, n, memory_order_relaxed);
+			atomic_store_explicit(&e->used, 1, memory_order_release);
+			return;
+		}
+		if (e->code == code && strncmp(e->label, label, len) == 0 && e->label[len] == '\0') {
+			atomic_fetch_add_explicit(&e->count, n, memory_order_relaxed);
+			return;
+		}
+	}
+	atomic_fetch_add_explicit(&t->dropped, n, memory_order_relaxed);
+}
+
+/* ---- ring helpers ---- */
+
+struct io_uring_sqe *proxy_get_sqe(struct proxy_worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	/* A full submission queue drains at the next submit. */
+	while (!(sqe = io_uring_get_sqe(&w->ring)))
+		io_uring_submit(&w->ring);
+	return sqe;
+}
+
+void proxy_cancel(struct proxy_worker *w, struct proxy_op *op)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!w->ring_ok)
+		return;
+	sqe = proxy_get_sqe(w);
+
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
+void proxy_conn_set_deadline(struct proxy_conn *c, enum proxy_deadline k, uint32_t ms)
+{
+	c->deadline_kind = k;
+	c->deadline_ns = k == DL_NONE ? 0 : proxy_now_ns() + (uint64_t)ms * 1000000ull;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_maybe_free(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+
+	if (!c->closing || c->inflight || c->dead)
+		return;
+	c->dead = true;
+	close(c->fd);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	free(c->tls_in);
+	c->tls_in = NULL;
+	proxy_static_cleanup(c);
+	if (c->pipe_fd[0] >= 0) {
+		close(c->pipe_fd[0]);
+		close(c->pipe_fd[1]);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	atomic_fetch_sub_explicit(&w->p->conns_open, 1, memory_order_relaxed);
+	proxy_buf_free(&c->wbuf);
+	proxy_buf_free(&c->uhead);
+	free(c->rbuf);
+	c->rbuf = NULL;
+	/* Freed by reap(): callers up the stack may still look at it. */
+	c->next = w->dead_conns;
+	w->dead_conns = c;
+}
+
+static void reap(struct proxy_worker *w)
+{
+	while (w->dead_conns) {
+		struct proxy_conn *c = w->dead_conns;
+
+		w->dead_conns = c->next;
+		free(c);
+	}
+	proxy_up_reap(w);
+}
+
+/* Closes at once: pending operations are cancelled. */
+static void conn_close(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->deadline_kind = DL_NONE;
+	if (c->up)
+		proxy_up_detach(c, false);
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->recv_pending)
+		proxy_cancel(w, &c->op_recv);
+	if (c->send_pending)
+		proxy_cancel(w, &c->op_send);
+	if (c->splice_pending)
+		proxy_cancel(w, &c->op_splice);
+	conn_maybe_free(c);
+}
+
+void proxy_conn_abort(struct proxy_conn *c)
+{
+	conn_close(c);
+}
+
+/* After a final response with unread input: half-close and drain what the
+ * client still sends for a moment, so that closing with unread bytes does
+ * not turn into a reset that destroys the response before it is read. */
+static void conn_linger(struct proxy_conn *c)
+{
+	if (c->closing)
+		return;
+	if (c->up)
+		proxy_up_detach(c, false);
+	if (c->tls && c->tls_established && tls_conn_shutdown(c->tls) == 0) {
+		const void *d;
+		size_t len;
+
+		/* Best effort, without waiting: the socket buffer is empty
+		 * after the last response, so the alert fits. */
+		while ((len = tls_conn_pending(c->tls, &d)) > 0) {
+			ssize_t k = send(c->fd, d, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+			if (k <= 0)
+				break;
+			tls_conn_consume(c->tls, (size_t)k);
+		}
+	}
+	shutdown(c->fd, SHUT_WR);
+	c->phase = PH_LOCAL;
+	c->rpos = c->rlen = 0;
+	c->send_next = SN_NONE;
+	c->lingering = true;
+	proxy_conn_set_deadline(c, DL_LINGER, 2000);
+	proxy_conn_recv(c);
+}
+
+static void deliver(struct proxy_conn *c);
+static void tls_pump_send(struct proxy_conn *c);
+
+/* Feeds buffered ciphertext, advances the handshake and decrypts into
+ * rbuf. Returns the plaintext bytes added, or -1 once the connection was
+ * closed. */
+static ssize_t tls_process(struct proxy_conn *c)
+{
+	ssize_t produced = 0;
+
+	for (;;) {
+		bool progress = false;
+
+		if (c->tls_in_off < c->tls_in_len) {
+			ssize_t k = tls_conn_feed(c->tls, c->tls_in + c->tls_in_off,
+						  c->tls_in_len - c->tls_in_off);
+
+			if (k < 0) {
+				conn_close(c);
+				return -1;
+			}
+			c->tls_in_off += (size_t)k;
+			progress = k > 0;
+		}
+		if (!c->tls_established) {
+			int r = tls_conn_handshake(c->tls);
+
+			if (r == 0) {
+				c->tls_established = true;
+			} else if (r != -EAGAIN) {
+				/* An alert may be pending: one try, then close. */
+				const void *d;
+				size_t len = tls_conn_pending(c->tls, &d);
+
+				if (len && send(c->fd, d, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+					len = 0;
+				conn_close(c);
+				return -1;
+			}
+		}
+		if (c->tls_established) {
+			while (c->rlen < c->rcap) {
+				ssize_t m = tls_conn_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
+
+				if (m > 0) {
+					c->rlen += (size_t)m;
+					produced += m;
+					progress = true;
+					continue;
+				}
+				if (m == 0)
+					c->tls_peer_closed = true;
+				else if (m != -EAGAIN) {
+					conn_close(c);
+					return -1;
+				}
+				break;
+			}
+		}
+		if (c->tls_in_off >= c->tls_in_len || c->rlen == c->rcap || !progress)
+			break;
+	}
+	tls_pump_send(c);
+	return c->closing ? -1 : produced;
+}
+
+static void arm_recv(struct proxy_conn *c)
+{
+	struct io_uring_sqe *sqe = proxy_get_sqe(c->w);
+
+	if (c->tls) {
+		c->tls_in_off = c->tls_in_len = 0;
+		io_uring_prep_recv(sqe, c->fd, c->tls_in, PROXY_TLS_IN_BYTES, 0);
+	} else {
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	}
+	io_uring_sqe_set_data(sqe, &c->op_recv);
+	c->recv_pending = true;
+	c->inflight++;
+}
+
+void proxy_conn_recv(struct proxy_conn *c)
+{
+	ssize_t n;
+
+	if (c->recv_pending || c->closing)
+		return;
+	if (c->rlen == c->rcap && c->rpos > 0) {
+		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+		c->rlen -= c->rpos;
+		if (c->bpos >= c->rpos)
+			c->bpos -= c->rpos;
+		c->rpos = 0;
+	}
+	if (!c->tls) {
+		arm_recv(c);
+		return;
+	}
+	/* Plaintext may already sit in the engine, ciphertext in tls_in. */
+	c->want_read = true;
+	n = tls_process(c);
+	if (n < 0)
+		return;
+	if (n > 0) {
+		c->want_read = false;
+		deliver(c);
+		return;
+	}
+	if (c->tls_peer_closed) {
+		conn_close(c);
+		return;
+	}
+	if (c->tls_in_off >= c->tls_in_len)
+		arm_recv(c);
+}
+
+void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next)
+{
+	struct io_uring_sqe *sqe;
+
+	c->send_next = next;
+	if (c->tls) {
+		c->tls_job = true;
+		proxy_conn_set_deadline(c, DL_SEND, c->w->p->cfg.body_timeout_ms);
+		tls_pump_send(c);
+		return;
+	}
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = c->iovcnt;
+	sqe = proxy_get_sqe(c->w);
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, &c->op_send);
+	c->send_pending = true;
+	c->inflight++;
+	proxy_conn_set_deadline(c, DL_SEND, c->w->p->cfg.body_timeout_ms);
+}
+
+/* ---- responses made here ---- */
+
+static const char *status_reason(int status)
+{
+	const char *r = http_status_reason(status);
+
+	if (*r)
+		return r;
+	switch (status) {
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	}
+	return "Unknown";
+}
+
+void proxy_conn_skip_body(struct proxy_conn *c)
+{
+	/* Body bytes not yet read would be taken for the next request: skip
+	 * a body that is all here, else close after the response. */
+	if (c->body_mode == BODY_NONE || c->body_done)
+		return;
+	if (c->body_mode == BODY_LENGTH && c->rlen - c->bpos >= c->body_left) {
+		c->rpos = c->bpos + c->body_left;
+		c->body_left = 0;
+		c->body_done = true;
+		return;
+	}
+	c->close_after = true;
+}
+
+void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, bool close)
+{
+	char body[64];
+	int blen;
+
+	proxy_conn_skip_body(c);
+	if (close || c->w->draining)
+		c->close_after = true;
+	c->status = status;
+	c->phase = PH_LOCAL;
+	blen = snprintf(body, sizeof(body), "%d %s\n", status, status_reason(status));
+	c->wbuf.len = 0;
+	proxy_buf_fmt(&c->wbuf,
+		      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		      "Content-Length: %d\r\n%s%s\r\n",
+		      status, status_reason(status), blen, extra ? extra : "",
+		      c->close_after ? "Connection: close\r\n" : "");
+	if (!c->is_head_method)
+		proxy_buf_add(&c->wbuf, body, (size_t)blen);
+	if (PROXY_BUF_FAILED(&c->wbuf)) {
+		conn_close(c);
+		return;
+	}
+	c->iov[0].iov_base = c->wbuf.p;
+	c->iov[0].iov_len = c->wbuf.len;
+	c->iovcnt = 1;
+	proxy_conn_send(c, SN_DONE);
+}
+
+/* ---- access log ---- */
+
+static void log_flush(struct proxy_worker *w)
+{
+	struct io_uring_sqe *sqe;
+	unsigned cur = w->logcur;
+
+	if (w->log_pending || w->loglen[cur] == 0 || w->p->cfg.access_log_fd < 0)
+		return;
+	sqe = proxy_get_sqe(w);
+	/* Offset -1: the file position (O_APPEND files append). */
+	io_uring_prep_write(sqe, w->p->cfg.access_log_fd, w->logbuf[cur],
+			    (unsigned)w->loglen[cur], (uint64_t)-1);
+	io_uring_sqe_set_data(sqe, &w->op_log);
+	w->log_pending = true;
+	w->logcur = cur ^ 1;
+	w->loglen[w->logcur] = 0;
+}
+
+static void access_log(struct proxy_conn *c, uint64_t dur_ns)
+{
+	struct proxy_worker *w = c->w;
+	char line[768], path[300], ts[40];
+	struct timespec now;
+	struct tm tm;
+	size_t *len = &w->loglen[w->logcur];
+	int n;
+
+	if (w->p->cfg.access_log_fd < 0 || !w->logbuf[0])
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	n = snprintf(line, sizeof(line),
+		     "ts=%s.%03ldZ client=%s method=%s path=%s status=%d bytes=%llu "
+		     "dur_us=%llu route=%s%s%s\n",
+		     ts, now.tv_nsec / 1000000, c->peer_str, c->method[0] ? c->method : "-",
+		     log_quote(c->path_log, path, sizeof(path)), c->status,
+		     (unsigned long long)c->bytes_out, (unsigned long long)(dur_ns / 1000),
+		     c->route_id_len ? c->route_id : "-", c->up_error ? " error=" : "",
+		     c->up_error ? c->up_error : "");
+	if (n <= 0)
+		return;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	if (*len + (size_t)n > PROXY_LOG_BUF_BYTES) {
+		log_flush(w);
+		len = &w->loglen[w->logcur];
+		if (*len + (size_t)n > PROXY_LOG_BUF_BYTES) {
+			atomic_fetch_add_explicit(&w->p->log_dropped, 1, memory_order_relaxed);
+			return;
+		}
+	}
+	memcpy(w->logbuf[w->logcur] + *len, line, (size_t)n);
+	*len += (size_t)n;
+	if (*len > PROXY_LOG_BUF_BYTES / 2)
+		log_flush(w);
+}
+
+/* ---- request completion ---- */
+
+static void parse_loop(struct proxy_conn *c);
+
+void proxy_conn_request_done(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+	uint64_t now = proxy_now_ns();
+	uint64_t dur = c->req_start_ns && now > c->req_start_ns ? now - c->req_start_ns : 0;
+
+	if (c->status) {
+		proxy_ltable_add(w->requests, c->route_id, c->route_id_len, c->status, 1);
+		metrics_histogram_observe(&w->p->latency, (double)dur / 1e9);
+		access_log(c, dur);
+	}
+	if (c->up)
+		proxy_up_detach(c, false);
+	proxy_static_cleanup(c);
+	c->status = 0;
+	c->bytes_out = 0;
+	c->route_id[0] = '\0';
+	c->route_id_len = 0;
+	c->method[0] = '\0';
+	c->path_log[0] = '\0';
+	c->up_error = NULL;
+	c->body_mode = BODY_NONE;
+	c->body_done = false;
+	c->uhead.len = 0;
+	c->uhead_sent = c->retried = c->resp_started = false;
+	c->send_next = SN_NONE;
+	c->deadline_kind = DL_NONE;
+	c->is_head_method = false;
+	if (c->close_after || w->draining) {
+		conn_linger(c);
+		return;
+	}
+	c->phase = PH_HEAD;
+	c->last_len = 0;
+	c->head_start_ns = 0;
+	parse_loop(c);
+}
+
+/* ---- request head ---- */
+
+static int host_for_decision(const struct http_request *req, char *out, size_t cap, size_t *len)
+{
+	struct http_str h = req->host.ptr ? req->host : req->authority;
+	size_t n = h.ptr ? h.len : 0, i;
+
+	/* Port removed; "[v6]:port" keeps its brackets. */
+	if (n && h.ptr[0] == '[') {
+		const char *e = memchr(h.ptr, ']', n);
+
+		if (e)
+			n = (size_t)(e - h.ptr) + 1;
+	} else {
+		const char *col = h.ptr ? memchr(h.ptr, ':', n) : NULL;
+
+		if (col)
+			n = (size_t)(col - h.ptr);
+	}
+	if (n >= cap)
+		return -E2BIG;
+	for (i = 0; i < n; i++) {
+		char ch = h.ptr[i];
+
+		out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+	}
+	/* A trailing dot names the same host. */
+	if (n > 1 && out[n - 1] == '.')
+		n--;
+	out[n] = '\0';
+	*len = n;
+	return 0;
+}
+
+static const char *outcome_name(enum proxy_outcome o)
+{
+	static const char *const names[OUTCOME__COUNT] = {
+		"allow", "deny", "no_route", "method_not_allowed", "rate_limited", "shadow",
+		"limiter_full",
+	};
+	return names[o];
+}
+
+static void count_decision(struct proxy_worker *w, const struct decision *d)
+{
+	enum proxy_outcome o;
+	const struct policy_res *rule = NULL;
+
+	switch (d->verdict) {
+	case DECISION_ALLOW:
+		o = OUTCOME_ALLOW;
+		rule = d->limit;
+		break;
+	case DECISION_DENY:
+		o = OUTCOME_DENY;
+		rule = d->access_list;
+		break;
+	case DECISION_NO_ROUTE:
+		o = OUTCOME_NO_ROUTE;
+		break;
+	case DECISION_METHOD_NOT_ALLOWED:
+		o = OUTCOME_METHOD;
+		rule = d->route;
+		break;
+	default:
+		o = OUTCOME_RATE_LIMITED;
+		rule = d->limit;
+		break;
+	}
+	proxy_ltable_add(w->decisions, rule ? rule->id : "", rule ? rule->id_len : 0, (int)o, 1);
+	if (d->shadow_rejects)
+		proxy_ltable_add(w->decisions, "", 0, OUTCOME_SHADOW, d->shadow_rejects);
+	if (d->limiter_full)
+		proxy_ltable_add(w->decisions, "", 0, OUTCOME_LIMITER_FULL, d->limiter_full);
+}
+
+const char *proxy_outcome_name(int o)
+{
+	return o >= 0 && o < OUTCOME__COUNT ? outcome_name((enum proxy_outcome)o) : "unknown";
+}
+
+static uint64_t ceil_s(uint64_t ns)
+{
+	return (ns + 999999999ull) / 1000000000ull;
+}
+
+/* The draft-ietf-httpapi-ratelimit-headers (-08 .. -10) fields:
+ * RateLimit-Policy: "<id>";q=<rate>;w=<unit s> and
+ * RateLimit: "<id>";r=<remaining>;t=<s until full>. */
+static void ratelimit_headers(const struct decision *d, bool refused, char *out, size_t cap)
+{
+	const struct policy_rate_limit *rl;
+	const struct limiter_result *r = &d->limit_result;
+	int n = 0;
+
+	out[0] = '\0';
+	if (!d->limit)
+		return;
+	rl = &d->limit->u.rate_limit;
+	if (refused)
+		n = snprintf(out, cap, "Retry-After: %llu\r\n",
+			     (unsigned long long)(ceil_s(r->retry_after_ns) ? ceil_s(r->retry_after_ns)
+									    : 1));
+	if (n < 0 || (size_t)n >= cap)
+		return;
+	snprintf(out + n, cap - (size_t)n,
+		 "RateLimit-Policy: \"%.*s\";q=%llu;w=%llu\r\n"
+		 "RateLimit: \"%.*s\";r=%llu;t=%llu\r\n",
+		 (int)d->limit->id_len, d->limit->id, (unsigned long long)rl->rate,
+		 (unsigned long long)(rl->unit_ns / 1000000000ull), (int)d->limit->id_len,
+		 d->limit->id, (unsigned long long)r->remaining,
+		 (unsigned long long)ceil_s(refused && r->retry_after_ns > r->reset_ns
+						    ? r->retry_after_ns
+						    : r->reset_ns));
+}
+
+
+static void handle_request(struct proxy_conn *c, const struct snapshot *s,
+			   const struct http_request *req, size_t head_len)
+{
+	struct proxy_worker *w = c->w;
+	struct proxy *p = w->p;
+	const struct policy_settings *settings = snapshot_settings(s);
+	struct decision_request drq;
+	struct decision d;
+	char host[POLICY_MAX_HOST_LEN + 8];
+	char hdrs[512];
+	size_t host_len = 0, mlen;
+	const char *path = req->path.ptr;
+	size_t path_len = req->path.len;
+	const struct policy_route *rt;
+	uint64_t max_body;
+	int r;
+
+	c->nreq++;
+	c->req_start_ns = c->head_start_ns ? c->head_start_ns : proxy_now_ns();
+	mlen = req->method.len < sizeof(c->method) - 1 ? req->method.len : sizeof(c->method) - 1;
+	memcpy(c->method, req->method.ptr, mlen);
+	c->method[mlen] = '\0';
+	if (!path || path_len == 0) {
+		path = "/";
+		path_len = 1;
+	}
+	snprintf(c->path_log, sizeof(c->path_log), "%.*s", (int)path_len, path);
+	c->is_head_method = req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0;
+	c->http10 = req->version_minor == 0;
+	c->keep_alive = req->keep_alive;
+	c->close_after = !req->keep_alive || w->draining;
+	c->bpos = c->rpos + head_len;
+	c->body_done = false;
+	if (req->chunked) {
+		c->body_mode = BODY_CHUNKED;
+	} else if (req->content_length > 0) {
+		c->body_mode = BODY_LENGTH;
+		c->body_left = (uint64_t)req->content_length;
+	} else {
+		c->body_mode = BODY_NONE;
+		c->rpos = c->bpos;
+	}
+
+	if (req->target_form == HTTP_TARGET_AUTHORITY || req->target_form == HTTP_TARGET_ASTERISK) {
+		/* CONNECT and "OPTIONS *" are not a reverse proxy's business. */
+		proxy_conn_respond(c, req->target_form == HTTP_TARGET_AUTHORITY ? 405 : 400, NULL,
+				   false);
+		return;
+	}
+	if (host_for_decision(req, host, sizeof(host), &host_len) < 0) {
+		proxy_conn_respond(c, 400, NULL, true);
+		return;
+	}
+	/* Dot segments (also percent-encoded) could reach a path the decision
+	 * did not see once a backend normalizes; refuse them. */
+	r = proxy_path_decode(path, path_len, w->scratch, PROXY_UP_BUF_BYTES);
+	if (r < 0) {
+		proxy_conn_respond(c, 400, NULL, false);
+		return;
+	}
+	if (proxy_path_has_dot_segment(w->scratch, (size_t)r)) {
+		proxy_conn_respond(c, 403, NULL, false);
+		return;
+	}
+
+	memset(&drq, 0, sizeof(drq));
+	drq.host = host;
+	drq.host_len = host_len;
+	drq.path = path;
+	drq.path_len = path_len;
+	drq.method = req->method.ptr;
+	drq.method_len = req->method.len;
+	drq.client_key = req->client_id.ptr;
+	drq.client_key_len = req->client_id.len;
+	drq.source = c->peer;
+	decision_eval(s, p->cfg.limiter, &drq, proxy_now_ns(), &d);
+	count_decision(w, &d);
+	if (d.route) {
+		size_t n = d.route->id_len < sizeof(c->route_id) - 1 ? d.route->id_len
+								      : sizeof(c->route_id) - 1;
+
+		memcpy(c->route_id, d.route->id, n);
+		c->route_id[n] = '\0';
+		c->route_id_len = n;
+	}
+	ratelimit_headers(&d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
+	if (d.verdict != DECISION_ALLOW) {
+		const char *extra = d.verdict == DECISION_RATE_LIMITED ? hdrs : NULL;
+
+		if (d.verdict == DECISION_METHOD_NOT_ALLOWED && d.route) {
+			struct proxy_buf allow = {0};
+
+			proxy_buf_str(&allow, "Allow: ");
+			for (size_t i = 0; i < d.route->u.route.n_methods; i++) {
+				proxy_buf_str(&allow, i ? ", " : "");
+				proxy_buf_str(&allow, d.route->u.route.methods[i]);
+			}
+			proxy_buf_str(&allow, "\r\n");
+			proxy_conn_respond(c, 405, PROXY_BUF_FAILED(&allow) ? NULL : allow.p, false);
+			proxy_buf_free(&allow);
+			return;
+		}
+		proxy_conn_respond(c, decision_http_status(d.verdict), extra, false);
+		return;
+	}
+
+	rt = &d.route->u.route;
+	max_body = rt->max_body_bytes ? rt->max_body_bytes
+				      : p->cfg.max_body_bytes ? p->cfg.max_body_bytes
+							      : settings->max_body_bytes;
+	if (req->content_length > 0 && (uint64_t)req->content_length > max_body) {
+		proxy_conn_respond(c, 413, NULL, true);
+		return;
+	}
+	if (c->body_mode == BODY_CHUNKED) {
+		struct http_limits lim = {
+			.max_head_bytes = p->cfg.max_head_bytes,
+			.max_body_bytes = max_body,
+		};
+
+		http_chunked_init(&c->chunked, &lim);
+	}
+	snprintf(c->chunk_line, sizeof(c->chunk_line), "%s", "");
+	if (rt->backend == POLICY_BACKEND_STATIC) {
+		const char *rest = rt->match_prefix_len == 1 ? path : path + rt->match_prefix_len;
+		size_t rest_len = rt->match_prefix_len == 1 ? path_len
+							    : path_len - rt->match_prefix_len;
+
+		proxy_static_serve(c, rt, rest, rest_len, req->method.ptr, req->method.len);
+		return;
+	} else {
+		const struct policy_res *up = snapshot_get_ref(s, POLICY_KIND_UPSTREAM, &rt->upstream);
+		struct proxy_route_target t = { rt, up ? &up->u.upstream : NULL, settings };
+
+		if (!up) {
+			c->up_error = "upstream_missing";
+			proxy_conn_respond(c, 503, NULL, false);
+			return;
+		}
+		/* Allowed responses carry the RateLimit fields too. */
+		snprintf(c->rl_hdr, sizeof(c->rl_hdr), "%s", hdrs);
+		proxy_up_start(c, req, head_len, &t);
+	}
+}
+
+static void parse_loop(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+	struct proxy *p = w->p;
+	struct http_request req;
+	struct http_limits lim;
+	const struct snapshot *s;
+	int r;
+
+	if (c->closing)
+		return;
+	if (c->rlen == c->rpos) {
+		c->rpos = c->rlen = 0;
+		c->last_len = 0;
+		if (w->draining && c->nreq > 0) {
+			conn_close(c);
+			return;
+		}
+		if (c->nreq > 0)
+			proxy_conn_set_deadline(c, DL_IDLE, p->cfg.idle_timeout_ms);
+		else if (c->deadline_kind != DL_HEADER)
+			proxy_conn_set_deadline(c, DL_HEADER, p->cfg.header_timeout_ms);
+		proxy_conn_recv(c);
+		return;
+	}
+	if (c->last_len == 0 && c->head_start_ns == 0) {
+		c->head_start_ns = proxy_now_ns();
+		c->deadline_kind = DL_HEADER;
+		c->deadline_ns = c->head_start_ns + (uint64_t)p->cfg.header_timeout_ms * 1000000ull;
+	}
+
+	memset(&req, 0, sizeof(req));
+	req.headers = w->headers;
+	req.headers_cap = PROXY_MAX_FIELDS;
+	memset(&lim, 0, sizeof(lim));
+	lim.max_head_bytes = p->cfg.max_head_bytes;
+	lim.max_fields = PROXY_MAX_FIELDS;
+	lim.max_body_bytes = POLICY_MAX_BODY_BYTES; /* the route's limit is checked later */
+
+	snapshot_read_lock();
+	s = snapshot_cell_get(p->cfg.policy);
+	lim.client_id_name = s ? snapshot_settings(s)->client_id_header
+			       : POLICY_DEFAULT_CLIENT_ID_HEADER;
+	r = http_parse_request(c->rbuf + c->rpos, c->rlen - c->rpos, c->last_len, &req, &lim);
+	if (r == -EAGAIN) {
+		snapshot_read_unlock();
+		c->last_len = c->rlen - c->rpos;
+		if (c->rlen == c->rcap && c->rpos == 0) {
+			proxy_conn_respond(c, 431, NULL, true);
+			return;
+		}
+		proxy_conn_recv(c);
+		return;
+	}
+	if (r < 0) {
+		snapshot_read_unlock();
+		c->method[0] = '\0';
+		proxy_conn_respond(c, http_error_status(req.error), NULL, true);
+		return;
+	}
+	c->deadline_kind = DL_NONE;
+	if (!s) {
+		snapshot_read_unlock();
+		c->up_error = "no_policy";
+		proxy_conn_respond(c, 503, NULL, !req.keep_alive);
+		return;
+	}
+	handle_request(c, s, &req, (size_t)r);
+	snapshot_read_unlock();
+}
+
+/* ---- completions ---- */
+
+static void deliver(struct proxy_conn *c)
+{
+	if (c->lingering) {
+		/* Lingering: discard until EOF or the deadline. */
+		c->rpos = c->rlen = 0;
+		proxy_conn_recv(c);
+		return;
+	}
+	switch (c->phase) {
+	case PH_HEAD:
+		parse_loop(c);
+		break;
+	case PH_UPSTREAM:
+		proxy_up_body_more(c);
+		break;
+	default:
+		/* A response is under way; bytes wait for the next request. */
+		break;
+	}
+}
+
+static void on_crecv(struct proxy_conn *c, int res)
+{
+	ssize_t n;
+
+	c->recv_pending = false;
+	c->inflight--;
+	if (c->closing)
+		return;
+	if (res <= 0) {
+		conn_close(c);
+		return;
+	}
+	if (!c->tls) {
+		c->rlen += (size_t)res;
+		deliver(c);
+		return;
+	}
+	c->tls_in_off = 0;
+	c->tls_in_len = (size_t)res;
+	n = tls_process(c);
+	if (n < 0)
+		return;
+	if (n > 0 || c->lingering) {
+		c->want_read = false;
+		deliver(c);
+		return;
+	}
+	if (c->tls_peer_closed) {
+		conn_close(c);
+		return;
+	}
+	/* Handshake bytes, or a partial record: read on. */
+	if (c->tls_in_off >= c->tls_in_len)
+		arm_recv(c);
+}
+
+static void iov_advance(struct proxy_conn *c, size_t n)
+{
+	unsigned i = 0;
+
+	while (i < c->iovcnt && n >= c->iov[i].iov_len) {
+		n -= c->iov[i].iov_len;
+		i++;
+	}
+	if (i < c->iovcnt) {
+		c->iov[i].iov_base = (char *)c->iov[i].iov_base + n;
+		c->iov[i].iov_len -= n;
+	}
+	memmove(c->iov, c->iov + i, (c->iovcnt - i) * sizeof(c->iov[0]));
+	c->iovcnt -= i;
+}
+
+static void send_done(struct proxy_conn *c)
+{
+	c->deadline_kind = DL_NONE;
+	switch (c->send_next) {
+	case SN_DONE:
+		proxy_conn_request_done(c);
+		break;
+	case SN_CONTINUE:
+		proxy_up_begin(c);
+		break;
+	case SN_RELAY:
+		proxy_up_relay_sent(c);
+		break;
+	case SN_STATIC:
+		proxy_static_sent(c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Encrypts what fits of the plaintext in c->iov and keeps one ciphertext
+ * send in flight; the plaintext send completes once all of it is out. */
+static void tls_pump_send(struct proxy_conn *c)
+{
+	const void *data;
+	size_t len;
+
+	while (c->tls_job && c->iovcnt) {
+		ssize_t k = tls_conn_write(c->tls, c->iov[0].iov_base, c->iov[0].iov_len);
+
+		if (k == -EAGAIN)
+			break;
+		if (k < 0) {
+			conn_close(c);
+			return;
+		}
+		c->bytes_out += (uint64_t)k;
+		iov_advance(c, (size_t)k);
+	}
+	if (c->send_pending)
+		return;
+	len = tls_conn_pending(c->tls, &data);
+	if (len) {
+		struct io_uring_sqe *sqe = proxy_get_sqe(c->w);
+
+		io_uring_prep_send(sqe, c->fd, data, len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data(sqe, &c->op_send);
+		c->send_pending = true;
+		c->inflight++;
+		return;
+	}
+	if (c->tls_job && c->iovcnt == 0) {
+		c->tls_job = false;
+		send_done(c);
+	}
+}
+
+static void on_csend(struct proxy_conn *c, int res)
+{
+	c->send_pending = false;
+	c->inflight--;
+	if (c->closing)
+		return;
+	if (res < 0) {
+		conn_close(c);
+		return;
+	}
+	if (c->tls) {
+		tls_conn_consume(c->tls, (size_t)res);
+		tls_pump_send(c);
+		return;
+	}
+	c->bytes_out += (uint64_t)res;
+	iov_advance(c, (size_t)res);
+	if (c->iovcnt) {
+		proxy_conn_send(c, c->send_next);
+		return;
+	}
+	send_done(c);
+}
+
+static void on_timeout(struct proxy_conn *c, enum proxy_deadline k)
+{
+	struct proxy *p = c->w->p;
+
+	atomic_fetch_add_explicit(&p->conns_timed_out, 1, memory_order_relaxed);
+	switch (k) {
+	case DL_IDLE:
+		conn_close(c);
+		break;
+	case DL_HEADER:
+		if (c->recv_pending)
+			proxy_cancel(c->w, &c->op_recv);
+		c->body_mode = BODY_NONE;
+		proxy_conn_respond(c, 408, NULL, true);
+		break;
+	case DL_BODY:
+		if (c->recv_pending)
+			proxy_cancel(c->w, &c->op_recv);
+		if (c->up)
+			proxy_up_detach(c, false);
+		if (c->resp_started) {
+			conn_close(c);
+			break;
+		}
+		c->body_mode = BODY_NONE;
+		proxy_conn_respond(c, 408, NULL, true);
+		break;
+	case DL_UP_CONNECT:
+	case DL_UP_READ:
+		proxy_up_timeout(c, k);
+		break;
+	default:
+		conn_close(c);
+		break;
+	}
+}
+
+static void set_peer(struct proxy_conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	c->peer_str[0] = '\0';
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    cidr_addr_from_sockaddr((struct sockaddr *)&ss, &c->peer) < 0) {
+		memset(&c->peer, 0, sizeof(c->peer));
+		c->peer.family = AF_INET;
+		snprintf(c->peer_str, sizeof(c->peer_str), "unknown");
+		return;
+	}
+	inet_ntop(c->peer.family, c->peer.addr, c->peer_str, sizeof(c->peer_str));
+}
+
+static void on_accept(struct proxy_worker *w, unsigned which, int res, uint32_t flags)
+{
+	struct proxy *p = w->p;
+	struct proxy_conn *c;
+	unsigned open;
+	int one = 1;
+
+	if (!(flags & IORING_CQE_F_MORE))
+		w->accept_armed[which] = false;
+	if (res < 0)
+		return;
+	if (w->draining) {
+		close(res);
+		return;
+	}
+	open = atomic_fetch_add_explicit(&p->conns_open, 1, memory_order_relaxed);
+	if (open >= p->cfg.max_connections) {
+		atomic_fetch_sub_explicit(&p->conns_open, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&p->conns_refused_cap, 1, memory_order_relaxed);
+		close(res);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->rcap = p->cfg.max_head_bytes + 8192;
+	if (c && which == 1) {
+		int r = tls_conn_new(p->cfg.tls, res, &c->tls);
+
+		/* The engine's kTLS handshake does socket I/O itself: not
+		 * driven by this worker (this kernel has no TLS ULP). */
+		if (r == 0 && tls_conn_on_socket(c->tls)) {
+			tls_conn_free(c->tls);
+			c->tls = NULL;
+			r = -EOPNOTSUPP;
+		}
+		if (r < 0 || !(c->tls_in = malloc(PROXY_TLS_IN_BYTES))) {
+			if (r == -EOPNOTSUPP)
+				atomic_fetch_add_explicit(&p->conns_refused_tls, 1,
+							  memory_order_relaxed);
+			tls_conn_free(c->tls);
+			free(c);
+			c = NULL;
+		}
+	}
+	if (!c || !(c->rbuf = malloc(c->rcap))) {
+		if (c) {
+			tls_conn_free(c->tls);
+			free(c->tls_in);
+		}
+		free(c);
+		atomic_fetch_sub_explicit(&p->conns_open, 1, memory_order_relaxed);
+		close(res);
+		return;
+	}
+	atomic_fetch_add_explicit(&p->conns_accepted, 1, memory_order_relaxed);
+	c->w = w;
+	c->fd = res;
+	c->tls_port = which == 1;
+	c->file_fd = -1;
+	c->pipe_fd[0] = c->pipe_fd[1] = -1;
+	c->op_recv = (struct proxy_op){ OP_CRECV, c };
+	c->op_send = (struct proxy_op){ OP_CSEND, c };
+	c->op_splice = (struct proxy_op){ OP_SPLICE_IN, c };
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_peer(c);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	c->phase = PH_HEAD;
+	parse_loop(c);
+}
+
+static void arm_accepts(struct proxy_worker *w)
+{
+	for (unsigned i = 0; i < 2; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (w->listen_fd[i] < 0 || w->accept_armed[i])
+			continue;
+		sqe = proxy_get_sqe(w);
+		io_uring_prep_multishot_accept(sqe, w->listen_fd[i], NULL, NULL, SOCK_CLOEXEC);
+		io_uring_sqe_set_data(sqe, &w->op_accept[i]);
+		w->accept_armed[i] = true;
+	}
+}
+
+static void dispatch(struct proxy_worker *w, uint64_t data, int res, uint32_t flags)
+{
+	struct proxy_op *op = (struct proxy_op *)(uintptr_t)data;
+	struct proxy_conn *c;
+
+	if (!op)
+		return;
+	switch (op->kind) {
+	case OP_ACCEPT:
+		on_accept(w, op == &w->op_accept[0] ? 0 : 1, res, flags);
+		return;
+	case OP_LOGWRITE:
+		w->log_pending = false;
+		if (res < 0)
+			atomic_fetch_add_explicit(&w->p->log_dropped, 1, memory_order_relaxed);
+		return;
+	case OP_UCONNECT:
+	case OP_USEND:
+	case OP_URECV:
+		proxy_up_cqe(op->owner, op->kind, res);
+		return;
+	default:
+		break;
+	}
+	c = op->owner;
+	switch (op->kind) {
+	case OP_CRECV:
+		on_crecv(c, res);
+		break;
+	case OP_CSEND:
+		on_csend(c, res);
+		break;
+	case OP_SPLICE_IN:
+	case OP_SPLICE_OUT:
+		c->splice_pending = false;
+		c->inflight--;
+		if (!c->closing)
+			proxy_static_cqe(c, op->kind, res);
+		break;
+	default:
+		break;
+	}
+	conn_maybe_free(c);
+}
+
+static void start_drain(struct proxy_worker *w)
+{
+	struct proxy_conn *c, *next;
+
+	w->draining = true;
+	for (unsigned i = 0; i < 2; i++) {
+		if (w->listen_fd[i] < 0)
+			continue;
+		if (w->accept_armed[i])
+			proxy_cancel(w, &w->op_accept[i]);
+		/* The ring holds its own reference while the accept is
+		 * cancelled; closing now refuses new connections at once. */
+		close(w->listen_fd[i]);
+		w->listen_fd[i] = -1;
+	}
+	/* Idle keep-alive connections have nothing in flight: close them. */
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (c->phase == PH_HEAD && c->rlen == c->rpos && !c->closing)
+			conn_close(c);
+	}
+}
+
+static void tick(struct proxy_worker *w, uint64_t now)
+{
+	struct proxy *p = w->p;
+	struct proxy_conn *c, *next;
+
+	if (!w->draining && atomic_load_explicit(&p->draining, memory_order_acquire))
+		start_drain(w);
+	if (w->draining && now >= p->drain_deadline_ns) {
+		for (c = w->conns; c; c = next) {
+			next = c->next;
+			if (!c->closing) {
+				atomic_fetch_add_explicit(&p->forced_closes, 1, memory_order_relaxed);
+				conn_close(c);
+			}
+		}
+	}
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (c->deadline_kind != DL_NONE && !c->closing && now >= c->deadline_ns) {
+			enum proxy_deadline k = c->deadline_kind;
+
+			c->deadline_kind = DL_NONE;
+			on_timeout(c, k);
+		}
+	}
+	proxy_up_tick(w, now);
+	log_flush(w);
+}
+
+static int worker_init(struct proxy_worker *w)
+{
+	struct io_uring_params params;
+	int r;
+
+	memset(&params, 0, sizeof(params));
+	params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	r = io_uring_queue_init_params(PROXY_RING_ENTRIES, &w->ring, &params);
+	if (r == -EINVAL) {
+		memset(&params, 0, sizeof(params));
+		r = io_uring_queue_init_params(PROXY_RING_ENTRIES, &w->ring, &params);
+	}
+	if (r < 0)
+		return r;
+	w->ring_ok = true;
+	w->op_accept[0] = (struct proxy_op){ OP_ACCEPT, w };
+	w->op_accept[1] = (struct proxy_op){ OP_ACCEPT, w };
+	w->op_log = (struct proxy_op){ OP_LOGWRITE, w };
+	return 0;
+}
+
+static void pin_cpu(struct proxy_worker *w)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+
+	if (ncpu <= 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET((int)(w->idx % (unsigned long)ncpu), &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+		log_debug("Failed to pin worker, ignoring", "worker=%u", w->idx);
+}
+
+void *proxy_worker_main(void *arg)
+{
+	struct proxy_worker *w = arg;
+	struct proxy *p = w->p;
+	struct io_uring_cqe *cqes[64];
+	int r;
+
+	if (p->cfg.pin_cpus)
+		pin_cpu(w);
+	r = worker_init(w);
+	if (r < 0) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&p->workers_failed, &zero, r);
+		atomic_fetch_add(&p->workers_ready, 1);
+		return NULL;
+	}
+	snapshot_thread_online();
+	arm_accepts(w);
+	io_uring_submit(&w->ring);
+	atomic_fetch_add(&p->workers_ready, 1);
+	w->next_tick_ns = proxy_now_ns() + PROXY_TICK_MS * 1000000ull;
+
+	for (;;) {
+		struct __kernel_timespec ts;
+		struct io_uring_cqe *cqe;
+		uint64_t now = proxy_now_ns();
+		uint64_t wait = w->next_tick_ns > now ? w->next_tick_ns - now : 0;
+		unsigned n;
+
+		ts.tv_sec = (long long)(wait / 1000000000ull);
+		ts.tv_nsec = (long long)(wait % 1000000000ull);
+		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		(void)r;
+		while ((n = io_uring_peek_batch_cqe(&w->ring, cqes, 64)) > 0) {
+			struct { uint64_t data; int res; uint32_t flags; } batch[64];
+
+			for (unsigned i = 0; i < n; i++) {
+				batch[i].data = cqes[i]->user_data;
+				batch[i].res = cqes[i]->res;
+				batch[i].flags = cqes[i]->flags;
+			}
+			io_uring_cq_advance(&w->ring, n);
+			for (unsigned i = 0; i < n; i++)
+				dispatch(w, batch[i].data, batch[i].res, batch[i].flags);
+			reap(w);
+		}
+		now = proxy_now_ns();
+		if (now >= w->next_tick_ns) {
+			tick(w, now);
+			reap(w);
+			w->next_tick_ns = now + PROXY_TICK_MS * 1000000ull;
+		}
+		if (w->draining) {
+			if (w->n_conns == 0)
+				break;
+			if (now >= p->drain_deadline_ns + 2000000000ull)
+				break; /* operations that never completed; the ring exit cancels them */
+		} else {
+			arm_accepts(w);
+		}
+	}
+
+	/* Whatever is left of the access log, written synchronously now. */
+	for (unsigned i = 0; i < 2; i++) {
+		unsigned b = (w->logcur + 1 + i) & 1;
+
+		if (w->loglen[b] && p->cfg.access_log_fd >= 0 && (!w->log_pending || b == w->logcur))
+			if (write(p->cfg.access_log_fd, w->logbuf[b], w->loglen[b]) < 0)
+				atomic_fetch_add_explicit(&p->log_dropped, 1, memory_order_relaxed);
+		w->loglen[b] = 0;
+	}
+	io_uring_queue_exit(&w->ring);
+	w->ring_ok = false;
+	/* The ring is gone: whatever it still referred to can go too. */
+	proxy_up_free_all(w);
+	while (w->conns) {
+		struct proxy_conn *c = w->conns;
+
+		c->up = NULL;
+		c->closing = true;
+		c->inflight = 0;
+		conn_maybe_free(c);
+	}
+	reap(w);
+	snapshot_thread_offline();
+	return NULL;
+}

@@ -1,9 +1,11 @@
 /* main.c - sluice-control: the control plane's gRPC server over etcd.
  *
- * Opens the store on etcd, serves PolicyAdmin (role admin), health and
- * reflection through controlplane/rpc, probes etcd every second (health
- * NOT_SERVING while it does not answer), prints one "ready" line on stdout
- * once serving and drains on SIGTERM/SIGINT. Flags override the YAML
+ * Opens the store on etcd, serves PolicyAdmin (role admin), PolicySync
+ * (role node) and Fleet (role admin, controlplane/fleet), health and
+ * reflection through controlplane/rpc, optionally Prometheus /metrics,
+ * probes etcd every second (health NOT_SERVING while it does not answer),
+ * prints one "ready" line on stdout once serving and drains on
+ * SIGTERM/SIGINT. Flags override the YAML
  * config file, which takes the same keys (controlplane/rpc/README.md).
  */
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include "admin.h"
 #include "descriptor_set.h"
 #include "etcd.h"
+#include "fleet.h"
 #include "log.h"
 #include "rpc.h"
 #include "store.h"
@@ -42,10 +45,14 @@ struct options {
 	char *tls_ca;
 	char *admin_token_file;
 	char *log_level;
+	char *metrics_listen;
+	char *replica_id;
 	bool plaintext;
 	bool require_client_cert;
 	unsigned workers;
 	uint64_t etcd_timeout_ms;
+	uint64_t sync_window;
+	uint64_t node_lease_ttl_s;
 };
 
 static void usage(FILE *f)
@@ -62,6 +69,11 @@ static void usage(FILE *f)
 	      "  --plaintext               no TLS (development only)\n"
 	      "  --workers N               handler threads (default 4)\n"
 	      "  --etcd-timeout-ms MS      deadline of one etcd call (default 5000)\n"
+	      "  --metrics-listen HOST:PORT Prometheus /metrics over HTTP (default: off)\n"
+	      "  --replica-id NAME         this replica in NodeStatus.control_plane\n"
+	      "                            (default: the bound gRPC address)\n"
+	      "  --sync-window N           versions kept per ruleset for deltas (default 64)\n"
+	      "  --node-lease-ttl S        lease of this replica's node keys (default 10)\n"
 	      "  --config FILE             YAML file with the same keys (listen, etcd, ...)\n"
 	      "  --log-level LEVEL         debug, info, warn, error (default info)\n"
 	      "  --help\n", f);
@@ -125,6 +137,16 @@ static int set_option(struct options *o, const char *key, const char *v)
 		return set_str(&o->admin_token_file, v);
 	if (!strcmp(key, "log-level") || !strcmp(key, "log_level"))
 		return set_str(&o->log_level, v);
+	if (!strcmp(key, "metrics-listen") || !strcmp(key, "metrics_listen"))
+		return set_str(&o->metrics_listen, v);
+	if (!strcmp(key, "replica-id") || !strcmp(key, "replica_id"))
+		return set_str(&o->replica_id, v);
+	if (!strcmp(key, "sync-window") || !strcmp(key, "sync_window"))
+		return parse_u64(v, FLEET_MAX_WINDOW, &o->sync_window) || !o->sync_window ?
+		       -EINVAL : 0;
+	if (!strcmp(key, "node-lease-ttl") || !strcmp(key, "node_lease_ttl"))
+		return parse_u64(v, 3600, &o->node_lease_ttl_s) || o->node_lease_ttl_s < 2 ?
+		       -EINVAL : 0;
 	if (!strcmp(key, "plaintext"))
 		return parse_bool(v, &o->plaintext);
 	if (!strcmp(key, "require-client-cert") || !strcmp(key, "require_client_cert"))
@@ -229,6 +251,10 @@ static const struct option long_opts[] = {
 	{ "plaintext", no_argument, NULL, 0 },
 	{ "workers", required_argument, NULL, 0 },
 	{ "etcd-timeout-ms", required_argument, NULL, 0 },
+	{ "metrics-listen", required_argument, NULL, 0 },
+	{ "replica-id", required_argument, NULL, 0 },
+	{ "sync-window", required_argument, NULL, 0 },
+	{ "node-lease-ttl", required_argument, NULL, 0 },
 	{ "config", required_argument, NULL, 0 },
 	{ "log-level", required_argument, NULL, 0 },
 	{ "help", no_argument, NULL, 'h' },
@@ -319,13 +345,14 @@ int main(int argc, char **argv)
 {
 	struct options o = { .workers = 0 };
 	const char *endpoints[MAX_ENDPOINTS];
-	struct etcd *etcd = NULL, *probe = NULL;
+	struct etcd *etcd = NULL, *probe = NULL, *fleet_etcd = NULL;
+	struct fleet *fleet = NULL;
 	struct store *store = NULL;
 	struct admin *admin = NULL;
 	struct rpc_server *srv = NULL;
 	enum log_level level = LOG_LEVEL_INFO;
 	sigset_t sigs;
-	char addr[300], q[300];
+	char addr[300], maddr[300] = "", q[300];
 	bool up;
 	int n_ep, err, rc = 1;
 
@@ -382,6 +409,10 @@ int main(int argc, char **argv)
 		err = etcd_new(&ec, &etcd);
 		if (!err)
 			err = etcd_new(&pc, &probe);
+		/* the fleet's own client: its registry writes must not queue
+		 * behind (or hold up) admin calls while etcd is slow */
+		if (!err)
+			err = etcd_new(&ec, &fleet_etcd);
 		if (err) {
 			log_error("Failed to create the etcd client", "error=%s", strerror(-err));
 			goto out;
@@ -421,20 +452,50 @@ int main(int argc, char **argv)
 		am = admin_methods(&n_am);
 		for (size_t i = 0; i < n_am && !err; i++)
 			err = rpc_server_add_unary(srv, am[i].path, RPC_ROLE_ADMIN, am[i].fn, admin);
-		/* TODO(issue 3): register sluice.v1.PolicySync/Sync (bidi, role node)
-		 * and sluice.v1.Fleet (unary + server streams, role admin) once
-		 * their services exist. */
+		if (!err) {
+			struct fleet_config fc = {
+				.etcd = fleet_etcd,
+				.etcd_endpoints = endpoints,
+				.n_etcd_endpoints = (size_t)n_ep,
+				.etcd_timeout_ms = o.etcd_timeout_ms,
+				.prefix = o.prefix,
+				.replica_id = o.replica_id,
+				.window = (unsigned)o.sync_window,
+				.lease_ttl_s = (unsigned)o.node_lease_ttl_s,
+				.any_node = o.plaintext,
+			};
+
+			bound_address(o.listen, rpc_server_port(srv), addr, sizeof(addr));
+			if (!fc.replica_id)
+				fc.replica_id = addr;
+			err = fleet_new(&fc, &fleet);
+			if (!err)
+				err = fleet_register(fleet, srv);
+		}
 		if (!err)
 			err = rpc_server_enable_health(srv);
 		if (!err)
 			err = rpc_server_enable_reflection(srv, sluice_descriptor_set,
 							   sluice_descriptor_set_len);
 		if (!err)
+			err = fleet_start(fleet);
+		if (!err)
 			err = rpc_server_start(srv);
 		if (err) {
 			log_error("Failed to start the gRPC server", "error=%s", strerror(-err));
 			goto out;
 		}
+	}
+	if (o.metrics_listen) {
+		int mport = 0;
+
+		err = fleet_metrics_listen(fleet, o.metrics_listen, &mport);
+		if (err) {
+			log_error("Failed to listen for /metrics", "metrics_listen=%s error=%s",
+				  log_quote(o.metrics_listen, q, sizeof(q)), strerror(-err));
+			goto out;
+		}
+		bound_address(o.metrics_listen, mport, maddr, sizeof(maddr));
 	}
 	up = etcd_reachable(probe, o.prefix);
 	if (!up) {
@@ -446,7 +507,10 @@ int main(int argc, char **argv)
 	log_info("serving", "listen=%s tls=%s mtls=%s tokens=%s etcd_up=%s", addr,
 		 o.plaintext ? "false" : "true", o.tls_ca ? "true" : "false",
 		 o.admin_token_file ? "true" : "false", up ? "true" : "false");
-	printf("sluice-control: ready listen=%s\n", addr);
+	if (maddr[0])
+		printf("sluice-control: ready listen=%s metrics=%s\n", addr, maddr);
+	else
+		printf("sluice-control: ready listen=%s\n", addr);
 	fflush(stdout);
 
 	for (;;) {
@@ -472,14 +536,19 @@ int main(int argc, char **argv)
 	}
 	rpc_server_set_health_all(srv, RPC_HEALTH_NOT_SERVING);
 	rpc_server_shutdown(srv, DRAIN_GRACE_MS);
+	fleet_stop(fleet);
 	log_info("stopped", NULL);
 	rc = 0;
 out:
 	rpc_server_free(srv);
+	fleet_free(fleet);
 	admin_free(admin);
 	store_free(store);
 	etcd_free(probe);
 	etcd_free(etcd);
+	etcd_free(fleet_etcd);
+	free(o.metrics_listen);
+	free(o.replica_id);
 	free(o.listen);
 	free(o.etcd);
 	free(o.prefix);

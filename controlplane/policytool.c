@@ -18,6 +18,7 @@
 #include "decision.h"
 #include "limiter.h"
 #include "pbjson.h"
+#include "policy_load.h"
 #include "policy_wire.h"
 #include "snapshot.h"
 
@@ -41,28 +42,19 @@ static void print_errs(const char *file, const struct policy_errs *errs)
 		fprintf(stderr, "%s: ... and %u more errors\n", file, errs->dropped);
 }
 
-/* Reads and validates a ruleset file; prints why not on failure. */
+/* Reads and validates a ruleset file (lib/policy_load); prints why not on
+ * failure, one validation error per line. */
 static struct snapshot *load_ruleset(const char *path)
 {
-	char err[PBJSON_ERR_LEN];
-	ProtobufCMessage *msg;
+	char err[POLICY_LOAD_ERR_LEN];
 	struct policy_errs errs;
-	struct snapshot *s = NULL;
-	int r;
+	struct snapshot *s;
 
-	r = pbjson_decode_file(&sluice__v1__ruleset__descriptor, path, err, &msg);
-	if (r < 0) {
-		fprintf(stderr, "%s: %s\n", path, err);
-		return NULL;
-	}
-	policy_errs_init(&errs);
-	r = policy_ruleset_from_pb((Sluice__V1__Ruleset *)msg, &errs, &s);
-	protobuf_c_message_free_unpacked(msg, NULL);
-	if (r < 0) {
+	if (policy_load_file(path, NULL, err, &errs, &s) < 0) {
 		if (policy_errs_count(&errs))
 			print_errs(path, &errs);
 		else
-			fprintf(stderr, "%s: %s\n", path, strerror(-r));
+			fprintf(stderr, "%s\n", err);
 		return NULL;
 	}
 	return s;

@@ -60,6 +60,9 @@ enum policy_enforce { POLICY_ENFORCE_PROXY = 1, POLICY_ENFORCE_KERNEL = 2, POLIC
 #define POLICY_MAX_POOL_SIZE 1024
 #define POLICY_MAX_HEADER_NAME_LEN 64
 #define POLICY_SETTINGS_ID "global"
+#define POLICY_MAX_ESCALATION_REJECTS 1000000u
+#define POLICY_MAX_ESCALATION_WINDOW_MS 3600000u
+#define POLICY_MAX_ESCALATION_TTL_S 86400u
 
 /* Defaults applied when a field is 0 / empty. */
 #define POLICY_DEFAULT_CLIENT_ID_HEADER "Client-ID"
@@ -69,6 +72,8 @@ enum policy_enforce { POLICY_ENFORCE_PROXY = 1, POLICY_ENFORCE_KERNEL = 2, POLIC
 #define POLICY_DEFAULT_READ_TIMEOUT_MS 30000u
 #define POLICY_DEFAULT_POOL_SIZE 8u
 #define POLICY_DEFAULT_INDEX "index.html"
+#define POLICY_DEFAULT_ESCALATION_WINDOW_MS 10000u
+#define POLICY_DEFAULT_ESCALATION_TTL_S 300u
 
 /* Validation errors, each "<kind>/<id>.<field>: <what is wrong>", e.g.
  * "route/api.path_prefix: must start with '/'". Collects up to
@@ -209,6 +214,11 @@ struct policy_settings {
 	size_t n_access_lists;
 	uint64_t max_body_bytes;               /* defaults applied */
 	uint32_t request_timeout_ms;
+	/* Escalation to the kernel deny list (dataplane/bpfload/escalate.h):
+	 * escalation_rejects 0 = off; window and TTL have defaults applied. */
+	uint32_t escalation_rejects;
+	uint32_t escalation_window_ms;
+	uint32_t escalation_ttl_s;
 };
 
 /* One validated, immutable resource. Owned by its references

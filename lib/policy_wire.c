@@ -306,6 +306,9 @@ static void canon_build(const Sluice__V1__Resource *m, struct canon_msg *c)
 		o->access_lists = w->access_lists;
 		o->max_body_bytes = w->max_body_bytes;
 		o->request_timeout_ms = w->request_timeout_ms;
+		o->escalation_rejects = w->escalation_rejects;
+		o->escalation_window_ms = w->escalation_window_ms;
+		o->escalation_ttl_s = w->escalation_ttl_s;
 		c->res.settings = o;
 		break;
 	}
@@ -1281,6 +1284,17 @@ static void build_settings(struct vctx *v, const Sluice__V1__Settings *w, struct
 		bad(v, "request_timeout_ms: must be at most %u", POLICY_MAX_TIMEOUT_MS);
 	st->request_timeout_ms = w->request_timeout_ms ? w->request_timeout_ms
 						       : POLICY_DEFAULT_REQUEST_TIMEOUT_MS;
+	if (w->escalation_rejects > POLICY_MAX_ESCALATION_REJECTS)
+		bad(v, "escalation_rejects: must be at most %u", POLICY_MAX_ESCALATION_REJECTS);
+	st->escalation_rejects = w->escalation_rejects;
+	if (w->escalation_window_ms > POLICY_MAX_ESCALATION_WINDOW_MS)
+		bad(v, "escalation_window_ms: must be at most %u", POLICY_MAX_ESCALATION_WINDOW_MS);
+	st->escalation_window_ms = w->escalation_window_ms ? w->escalation_window_ms
+							   : POLICY_DEFAULT_ESCALATION_WINDOW_MS;
+	if (w->escalation_ttl_s > POLICY_MAX_ESCALATION_TTL_S)
+		bad(v, "escalation_ttl_s: must be at most %u", POLICY_MAX_ESCALATION_TTL_S);
+	st->escalation_ttl_s = w->escalation_ttl_s ? w->escalation_ttl_s
+						   : POLICY_DEFAULT_ESCALATION_TTL_S;
 }
 
 /* ---- public ---- */

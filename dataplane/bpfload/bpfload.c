@@ -730,8 +730,11 @@ static int sync_full(struct bpfload *l, const struct snapshot *s, struct bpfload
 	err = f.err;
 	if (err)
 		goto out_free;
-	qsort(f.ids.v, f.ids.n, sizeof(uint64_t), cmp_u64);
-	qsort(f.hashes.v, f.hashes.n, sizeof(uint64_t), cmp_u64);
+	/* qsort's array must not be NULL, even for 0 elements (UBSan). */
+	if (f.ids.n)
+		qsort(f.ids.v, f.ids.n, sizeof(uint64_t), cmp_u64);
+	if (f.hashes.n)
+		qsort(f.hashes.v, f.hashes.n, sizeof(uint64_t), cmp_u64);
 	err = prune_map(bpf_map__fd(l->skel->maps.client_config), sizeof(uint64_t), f.ids.v,
 			f.ids.n, cmp_u64, false, st);
 	if (!err)
@@ -1020,23 +1023,93 @@ out_reset:
 
 /* ---- escalation ------------------------------------------------------ */
 
+static uint64_t mono_ns(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
 int bpfload_deny_add(struct bpfload *l, const struct cidr *prefix, uint64_t ttl_ns)
 {
 	struct client_deny_v4_key k4;
 	struct client_deny_v6_key k6;
-	struct client_deny_value v = {0};
-	struct timespec now;
+	struct client_deny_value v = {0}, cur;
 	bool is_v4;
+	void *key;
 	int fd;
 
 	if (!l || !prefix || !ttl_ns || deny_key(prefix, &k4, &k6, &is_v4))
 		return -EINVAL;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	v.expires_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec + ttl_ns;
+	v.expires_ns = mono_ns() + ttl_ns;
 	fd = bpf_map__fd(is_v4 ? l->skel->maps.deny_v4 : l->skel->maps.deny_v6);
-	if (bpf_map_update_elem(fd, is_v4 ? (void *)&k4 : (void *)&k6, &v, BPF_ANY) < 0)
-		return -errno;
-	return 0;
+	key = is_v4 ? (void *)&k4 : (void *)&k6;
+	/* A policy entry (never expiring) must stay one: an escalation of the
+	 * same prefix would otherwise end the policy's deny with its TTL. The
+	 * flags close the race with a sync on another thread: an entry that
+	 * appears after the lookup makes NOEXIST fail, and a sync writes with
+	 * BPF_ANY, so the policy's value wins either way. */
+	if (bpf_map_lookup_elem(fd, key, &cur) == 0) {
+		if (cur.expires_ns == 0)
+			return -EEXIST;
+		if (bpf_map_update_elem(fd, key, &v, BPF_EXIST) == 0)
+			return 0;
+	} else if (bpf_map_update_elem(fd, key, &v, BPF_NOEXIST) == 0) {
+		return 0;
+	}
+	return errno == ENOENT || errno == EEXIST ? -EAGAIN : -errno;
+}
+
+/* Deletes the expired entries of one trie. */
+static int sweep_trie(int fd, size_t key_size, uint64_t now_ns, size_t *deleted)
+{
+	uint8_t key[32], next[32];
+	uint8_t doomed[64][32];
+	size_t n = 0;
+	void *prev = NULL;
+
+	/* Collect, then delete: deleting during get_next_key iteration would
+	 * restart the walk from the first key. Bounded batches of 64. */
+	for (;;) {
+		while (n < 64 && bpf_map_get_next_key(fd, prev, next) == 0) {
+			struct client_deny_value v;
+
+			memcpy(key, next, key_size);
+			prev = key;
+			if (bpf_map_lookup_elem(fd, key, &v) == 0 && v.expires_ns &&
+			    v.expires_ns <= now_ns)
+				memcpy(doomed[n++], key, key_size);
+		}
+		if (n == 0)
+			return 0;
+		for (size_t i = 0; i < n; i++) {
+			if (bpf_map_delete_elem(fd, doomed[i]) < 0 && errno != ENOENT)
+				return -errno;
+			(*deleted)++;
+		}
+		if (n < 64)
+			return 0;
+		/* A full batch: walk again from the start (deleted keys are gone). */
+		n = 0;
+		prev = NULL;
+	}
+}
+
+int bpfload_deny_sweep(struct bpfload *l, size_t *deleted)
+{
+	uint64_t now_ns = mono_ns();
+	size_t n = 0;
+	int err;
+
+	err = sweep_trie(bpf_map__fd(l->skel->maps.deny_v4), sizeof(struct client_deny_v4_key),
+			 now_ns, &n);
+	if (!err)
+		err = sweep_trie(bpf_map__fd(l->skel->maps.deny_v6),
+				 sizeof(struct client_deny_v6_key), now_ns, &n);
+	if (deleted)
+		*deleted = n;
+	return err;
 }
 
 /* ---- events and counters --------------------------------------------- */
@@ -1045,6 +1118,11 @@ void bpfload_set_event_cb(struct bpfload *l, bpfload_event_cb cb, void *arg)
 {
 	l->cb = cb;
 	l->cb_arg = arg;
+}
+
+int bpfload_event_fd(const struct bpfload *l)
+{
+	return ring_buffer__epoll_fd(l->rb);
 }
 
 int bpfload_poll(struct bpfload *l, int timeout_ms)

@@ -4,7 +4,10 @@
  * Invariant: after bpfload_sync(s) returns 0 the maps hold exactly what `s`
  * asks of the kernel, and only entries that changed since the last sync were
  * written. Every failure is a return code: the node keeps serving without
- * the kernel layer. Not thread-safe: one thread owns a loader.
+ * the kernel layer. Threads: one thread owns a loader (new, attach, sync,
+ * poll, free); bpfload_deny_add(), bpfload_deny_sweep(), bpfload_counters()
+ * and bpfload_map_fd() only make bpf() syscalls on map fds, so any thread may
+ * call them while the loader lives.
  */
 #ifndef SLUICE_BPFLOAD_H
 #define SLUICE_BPFLOAD_H
@@ -87,10 +90,22 @@ struct bpfload_sync_stats {
  * next sync starts over with a full reconcile. */
 int bpfload_sync(struct bpfload *l, const struct snapshot *s, struct bpfload_sync_stats *stats);
 
-/* Escalation: denies `prefix` in the kernel for ttl_ns nanoseconds (0:
- * until removed); the program ignores the entry once it expires. A policy
- * deny of the same prefix later removed by a sync removes this too. */
+/* Escalation: denies `prefix` in the kernel for ttl_ns nanoseconds (> 0);
+ * the program ignores the entry once it expires (TTL checked in the kernel
+ * on every packet), and bpfload_deny_sweep() deletes it later. An existing
+ * escalation of the same prefix gets the new expiry; a policy deny of the
+ * same prefix (never expiring) is left alone: -EEXIST. A policy deny of the
+ * same prefix added by a later sync replaces this entry (never expires),
+ * and one removed by a sync removes it too. 0, -EINVAL (ttl 0, bad prefix),
+ * -EEXIST, -EAGAIN (raced with a sync: retry), -E2BIG/-ENOMEM (trie full).
+ * Thread-safe against everything but bpfload_free(): it touches only the
+ * map (one lookup and one update syscall). */
 int bpfload_deny_add(struct bpfload *l, const struct cidr *prefix, uint64_t ttl_ns);
+
+/* Deletes expired deny entries (escalations past their TTL) from both tries,
+ * so the tries do not fill up with dead entries; *deleted (may be NULL) gets
+ * how many. Thread-safe like bpfload_deny_add(). 0 or -errno. */
+int bpfload_deny_sweep(struct bpfload *l, size_t *deleted);
 
 /* Events consumed by bpfload_poll(), by reason. Owned by the caller. */
 struct bpfload_event_counts {
@@ -102,6 +117,10 @@ struct bpfload_event_counts {
  * struct client_event valid during the call. */
 typedef void (*bpfload_event_cb)(void *arg, const void *ev);
 void bpfload_set_event_cb(struct bpfload *l, bpfload_event_cb cb, void *arg);
+
+/* An fd that polls readable when events are waiting (the ring buffer's
+ * epoll fd), for an owner that waits on several things at once. */
+int bpfload_event_fd(const struct bpfload *l);
 
 /* Consumes ring buffer events for up to timeout_ms (0: what is there).
  * Returns the number consumed, or -errno. */

@@ -2,9 +2,11 @@
  * and the admin listener, then waits for signals in the main thread.
  *
  * Invariants: signals are blocked in every thread and read from a signalfd
- * here, never handled asynchronously; the main thread is the only writer of
- * the snapshot cell; a policy that fails to load never replaces the
- * published one. Exit status: 0 after a drain, 1 on a start-up failure,
+ * here, never handled asynchronously; one thread writes the snapshot cell:
+ * main in standalone mode, the sync agent (dataplane/sync) in sync mode once
+ * started; a policy that fails to load never replaces the published one. In
+ * sync mode the last good snapshot persisted in the state directory is
+ * enforced before any control plane answers (fail-static). Exit status: 0 after a drain, 1 on a start-up failure,
  * 2 on a usage or configuration error.
  */
 #include <errno.h>
@@ -27,10 +29,12 @@
 #include "log.h"
 #include "metrics.h"
 #include "node_admin.h"
+#include "node_bpf.h"
 #include "node_config.h"
-#include "node_policy.h"
+#include "policy_load.h"
 #include "proxy.h"
 #include "snapshot.h"
+#include "sync.h"
 #include "tls.h"
 
 #define EXIT_CONFIG 2
@@ -48,6 +52,9 @@ struct node {
 	struct tls_ctx *tls;
 	struct proxy *proxy;
 	struct node_admin *admin;
+	struct sync *sync;                /* NULL in standalone mode */
+	struct node_bpf *bpf;             /* the kernel enforcer; a no-op when off */
+	struct sync_label labels[NODE_CONFIG_MAX_LABELS];
 	int access_log_fd;                /* -1: none; 1 for "-" (not owned) */
 	struct timespec start_mono;
 	double start_unix_s;
@@ -70,9 +77,10 @@ static void usage(FILE *f)
 	      "                   [--admin-listen HOST:PORT] [--workers N] [--pin-cpus]\n"
 	      "                   [--access-log FILE|-] [--log-level debug|info|warn|error]\n"
 	      "                   [--node-id ID] [--ruleset NAME] [--check-config]\n"
-	      "Flags override the config file. deploy/README.md documents every key.\n"
-	      "Signals: SIGHUP reloads the policy file, TLS certificate and reopens the\n"
-	      "access log; SIGTERM/SIGINT drain and exit.\n",
+	      "Flags override the config file. deploy/README.md documents every key;\n"
+	      "a sync section streams the ruleset from the control plane instead of a file.\n"
+	      "Signals: SIGHUP reloads the policy file (standalone), TLS certificate and\n"
+	      "reopens the access log; SIGTERM/SIGINT drain and exit.\n",
 	      f);
 }
 
@@ -232,14 +240,30 @@ static int parse_args(int argc, char **argv, struct node_config *c, bool *check_
 
 /* Loads the policy file and publishes it when it differs. Returns 0 or
  * -errno (the old snapshot stays). Main thread only. */
+/* After every publish, on the publishing thread: the kernel maps follow the
+ * snapshot (only changed entries are written). A failure is logged and the
+ * next snapshot reconciles everything. */
+static void bpf_follow(struct node *n, const struct snapshot *s)
+{
+	char q[64];
+	int r;
+
+	if (!n->bpf)
+		return;
+	r = node_bpf_on_snapshot(n->bpf, s);
+	if (r < 0)
+		log_warn("Failed to update the kernel enforcer's maps, ignoring", "error=%s",
+			 log_quote(strerror(-r), q, sizeof(q)));
+}
+
 static int policy_reload(struct node *n)
 {
-	char err[NODE_POLICY_ERR_LEN], q[NODE_POLICY_ERR_LEN + 64], fq[PATH_MAX + 8];
+	char err[POLICY_LOAD_ERR_LEN], q[POLICY_LOAD_ERR_LEN + 64], fq[PATH_MAX + 8];
 	struct snapshot *s;
 	int r;
 
 	log_quote(n->cfg.policy_file, fq, sizeof(fq));
-	r = node_policy_load(n->cfg.policy_file, n->ruleset[0] ? n->ruleset : NULL, err, &s);
+	r = policy_load_file(n->cfg.policy_file, n->ruleset[0] ? n->ruleset : NULL, err, NULL, &s);
 	if (r < 0) {
 		atomic_fetch_add(&n->reloads_failed, 1);
 		log_error("Failed to load policy, keeping the current one", "file=%s version=%llu error=%s",
@@ -270,6 +294,7 @@ static int policy_reload(struct node *n)
 	atomic_fetch_add(&n->swaps, 1);
 	atomic_store(&n->policy_loaded, true);
 	snapshot_cell_publish(n->cell, s);
+	bpf_follow(n, s);
 	log_info("Policy published", "ruleset=%s version=%llu resources=%zu",
 		 log_quote(snapshot_ruleset(n->current), q, sizeof(q)),
 		 (unsigned long long)snapshot_version(n->current), snapshot_count(n->current, 0));
@@ -416,9 +441,137 @@ static void node_metrics(void *arg, struct metrics_buf *b)
 		tls_metrics(n, b);
 	if (n->proxy)
 		proxy_metrics(n->proxy, b);
+	if (n->sync)
+		sync_metrics(n->sync, b);
+	if (n->bpf)
+		node_bpf_metrics(n->bpf, b);
+}
+
+/* ---- sync mode ---- */
+
+/* Sync thread, after each publish. */
+static void on_sync_applied(void *arg, const struct snapshot *s)
+{
+	struct node *n = arg;
+
+	bpf_follow(n, s);
+	atomic_fetch_add(&n->swaps, 1);
+	atomic_store(&n->policy_loaded, true);
+}
+
+/* Fail-static: the persisted snapshot, else an empty one, published before
+ * the proxy starts. A bad state file is logged and never half-applied. */
+static int publish_startup_snapshot(struct node *n)
+{
+	char err[SYNC_STATE_ERR_LEN], q[SYNC_STATE_ERR_LEN + 64], rq[128];
+	struct snapshot *s;
+	int r;
+
+	log_quote(n->cfg.ruleset, rq, sizeof(rq));
+	r = sync_state_load(n->cfg.sync_state_dir, n->cfg.ruleset, err, &s);
+	if (r == 0) {
+		snapshot_cell_publish(n->cell, s);
+		bpf_follow(n, s);
+		atomic_fetch_add(&n->swaps, 1);
+		atomic_store(&n->policy_loaded, true);
+		log_info("Enforcing the persisted snapshot until a control plane answers",
+			 "ruleset=%s version=%llu resources=%zu", rq,
+			 (unsigned long long)snapshot_version(s), snapshot_count(s, 0));
+		return 0;
+	}
+	if (r == -ENOENT)
+		log_info("No persisted snapshot: waiting for the control plane", "ruleset=%s", rq);
+	else
+		log_error("Ignoring the persisted snapshot", "ruleset=%s error=%s", rq,
+			  log_quote(err, q, sizeof(q)));
+	/* The proxy always reads a snapshot: an empty one refuses every
+	 * request (no route) until the sync agent delivers. */
+	r = snapshot_new_empty(n->cfg.ruleset, &s);
+	if (r < 0) {
+		log_error("Failed to create an empty ruleset", "ruleset=%s error=%d", rq, r);
+		return r;
+	}
+	snapshot_cell_publish(n->cell, s);
+	bpf_follow(n, s);
+	log_warn("Not ready until a policy arrives", "ruleset=%s", rq);
+	return 0;
+}
+
+static int start_sync(struct node *n)
+{
+	struct sync_config sc = {
+		.node_id = n->cfg.node_id,
+		.ruleset = n->cfg.ruleset,
+		.labels = n->labels,
+		.n_labels = n->cfg.n_labels,
+		.endpoints = (const char *const *)n->cfg.sync_endpoints,
+		.n_endpoints = n->cfg.n_sync_endpoints,
+		.plaintext = n->cfg.sync_plaintext,
+		.ca_file = n->cfg.sync_ca_file,
+		.cert_file = n->cfg.sync_cert_file,
+		.key_file = n->cfg.sync_key_file,
+		.server_name = n->cfg.sync_server_name,
+		.state_dir = n->cfg.sync_state_dir,
+		.connect_timeout_ms = n->cfg.sync_connect_timeout_ms,
+		.backoff_min_ms = n->cfg.sync_backoff_min_ms,
+		.backoff_max_ms = n->cfg.sync_backoff_max_ms,
+		.report_interval_ms = n->cfg.sync_report_interval_ms,
+		.cell = n->cell,
+		.on_applied = on_sync_applied,
+		.metrics = node_metrics,
+		.not_ready = node_not_ready,
+		.arg = n,
+	};
+	char q[64];
+	int r;
+
+	for (unsigned i = 0; i < n->cfg.n_labels; i++)
+		n->labels[i] = (struct sync_label){ n->cfg.labels[i].name, n->cfg.labels[i].value };
+	if (n->cfg.sync_plaintext)
+		log_warn("Sync in PLAINTEXT: no TLS, no node identity; for local development only",
+			 NULL);
+	r = sync_new(&sc, &n->sync);
+	if (r < 0)
+		return r; /* sync_new logged which file */
+	r = sync_start(n->sync);
+	if (r < 0)
+		log_error("Failed to start the sync agent", "error=%s",
+			  log_quote(strerror(-r), q, sizeof(q)));
+	return r;
 }
 
 /* ---- start-up ---- */
+
+_Static_assert(NODE_CONFIG_MAX_BPF_PORTS == NODE_BPF_MAX_HTTP_PORTS, "bpf.http_ports");
+
+/* The kernel enforcer's object, before any snapshot is published (it
+ * follows every publish from the first). Loading and attaching wait for
+ * node_bpf_start(). */
+static int start_bpf_config(struct node *n)
+{
+	struct node_bpf_config bc = {
+		.enabled = n->cfg.bpf_enabled,
+		.ifname = n->cfg.bpf_interface,
+		.pin_path = n->cfg.bpf_pin_path,
+		.escalation_capacity = n->cfg.bpf_escalation_capacity,
+	};
+	char host[256], q[64];
+	uint16_t port;
+	int r;
+
+	if (n->cfg.bpf_log_level)
+		(void)node_bpf_log_level_parse(n->cfg.bpf_log_level, &bc.log_level); /* checked */
+	for (unsigned i = 0; i < n->cfg.n_bpf_http_ports; i++)
+		bc.http_ports[i] = n->cfg.bpf_http_ports[i];
+	if (!n->cfg.n_bpf_http_ports && n->cfg.listen &&
+	    node_config_split_addr(n->cfg.listen, host, sizeof(host), &port) == 0)
+		bc.http_ports[0] = port;
+	r = node_bpf_new(&bc, &n->bpf);
+	if (r < 0)
+		log_error("Failed to set up the kernel enforcer", "error=%s",
+			  log_quote(strerror(-r), q, sizeof(q)));
+	return r;
+}
 
 /* "host:port" with the real port (what was asked may say 0). */
 static void format_addr(const char *asked, uint16_t port, char *out, size_t len)
@@ -477,6 +630,8 @@ static int start_proxy(struct node *n)
 		.policy = n->cell,
 		.limiter = n->limiter,
 		.access_log_fd = n->access_log_fd,
+		.on_reject = node_bpf_on_reject,
+		.on_reject_arg = n->bpf,
 	};
 	char q[64];
 	int r;
@@ -615,7 +770,7 @@ int main(int argc, char **argv)
 	struct limiter_config lc;
 	struct itimerspec its = { 0 };
 	bool check_only = false;
-	char err[NODE_POLICY_ERR_LEN], q[64];
+	char err[POLICY_LOAD_ERR_LEN], q[64];
 	sigset_t mask;
 	int sig_fd = -1, timer_fd = -1, status = 1, r, sig;
 
@@ -635,7 +790,7 @@ int main(int argc, char **argv)
 		struct snapshot *s;
 
 		if (n.cfg.policy_file &&
-		    node_policy_load(n.cfg.policy_file, n.cfg.ruleset, err, &s) < 0) {
+		    policy_load_file(n.cfg.policy_file, n.cfg.ruleset, err, NULL, &s) < 0) {
 			fprintf(stderr, "sluice-node: %s\n", err);
 			status = EXIT_CONFIG;
 			goto out_config;
@@ -661,26 +816,16 @@ int main(int argc, char **argv)
 		goto out_fds;
 	}
 
+	if (start_bpf_config(&n) < 0)
+		goto out_fds;
 	r = snapshot_cell_new(NULL, &n.cell);
 	if (r < 0)
 		goto out_fds;
 	if (n.cfg.policy_file) {
 		if (policy_reload(&n) < 0)
 			goto out_cell;
-	} else {
-		/* The proxy always reads a snapshot: an empty one refuses every
-		 * request (no route) until the sync agent delivers. */
-		struct snapshot *empty;
-
-		r = snapshot_new_empty(n.cfg.ruleset, &empty);
-		if (r < 0) {
-			log_error("Failed to create an empty ruleset", "ruleset=%s error=%d",
-				  log_quote(n.cfg.ruleset, q, sizeof(q)), r);
-			goto out_cell;
-		}
-		snapshot_cell_publish(n.cell, empty);
-		log_warn("No policy file: waiting for the sync agent, not ready until a policy arrives",
-			 "ruleset=%s", log_quote(n.cfg.ruleset, q, sizeof(q)));
+	} else if (publish_startup_snapshot(&n) < 0) {
+		goto out_cell;
 	}
 
 	lc = (struct limiter_config){
@@ -731,6 +876,10 @@ int main(int argc, char **argv)
 			goto out_tls;
 		}
 	}
+	if ((r = node_bpf_start(n.bpf, err, sizeof(err))) < 0)
+		log_warn("Kernel enforcer not running, ignoring: the proxy enforces alone",
+			 "interface=%s error=%s", n.cfg.bpf_interface,
+			 log_quote(err, q, sizeof(q)));
 	if (start_proxy(&n) < 0)
 		goto out_proxy;
 	if (n.admin && (r = node_admin_start(n.admin)) < 0) {
@@ -738,6 +887,8 @@ int main(int argc, char **argv)
 			  log_quote(strerror(-r), q, sizeof(q)));
 		goto out_proxy;
 	}
+	if (n.cfg.sync_enabled && start_sync(&n) < 0)
+		goto out_proxy;
 	log_info("sluice-node started", "node_id=%s workers=%u",
 		 log_quote(n.cfg.node_id, err, sizeof(err)), n.cfg.workers);
 	print_ready(&n);
@@ -747,9 +898,11 @@ int main(int argc, char **argv)
 	status = 0;
 
 out_proxy:
-	/* The admin thread reads the proxy's metrics: stop it first. */
+	/* The sync and admin threads read the proxy's metrics: stop them first. */
+	sync_free(n.sync);
 	node_admin_free(n.admin);
 	proxy_free(n.proxy);
+	node_bpf_stop(n.bpf); /* after the proxy: its workers call on_reject */
 out_tls:
 	tls_ctx_free(n.tls);
 out_access_log:
@@ -762,6 +915,7 @@ out_cell:
 	snapshot_cell_free(n.cell);
 	snapshot_barrier();
 out_fds:
+	node_bpf_free(n.bpf);
 	if (timer_fd >= 0)
 		close(timer_fd);
 	if (sig_fd >= 0)

@@ -32,6 +32,7 @@ enum field_type {
 	FIELD_U64,
 	FIELD_LEVEL,     /* log level name */
 	FIELD_ENDPOINTS, /* sequence of "host:port" */
+	FIELD_PORTS,     /* sequence of port numbers (bpf.http_ports) */
 	FIELD_LABELS,    /* mapping of string to string */
 	FIELD_SECTION,   /* presence flag of a mapping (sync) */
 };
@@ -98,13 +99,20 @@ static const struct field fields[] = {
 	{ "sync.backoff_min_ms", FIELD_U32, OFF(sync_backoff_min_ms), MS_MAX },
 	{ "sync.backoff_max_ms", FIELD_U32, OFF(sync_backoff_max_ms), MS_MAX },
 	{ "sync.report_interval_ms", FIELD_U32, OFF(sync_report_interval_ms), MS_MAX },
+
+	{ "bpf.enabled", FIELD_BOOL, OFF(bpf_enabled), 0 },
+	{ "bpf.interface", FIELD_STR, OFF(bpf_interface), 0 },
+	{ "bpf.http_ports", FIELD_PORTS, 0, 0 },
+	{ "bpf.pin_path", FIELD_STR, OFF(bpf_pin_path), 0 },
+	{ "bpf.log_level", FIELD_STR, OFF(bpf_log_level), 0 },
+	{ "bpf.escalation_capacity", FIELD_SIZE, OFF(bpf_escalation_capacity), 1u << 24 },
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
 /* Mappings that only group keys. */
 static const char *const sections[] = {
 	"node", "proxy", "proxy.limits", "proxy.timeouts", "proxy.upstream_pool", "tls",
-	"admin", "log", "policy", "limiter", "sync.tls",
+	"admin", "log", "policy", "limiter", "sync.tls", "bpf",
 };
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -148,7 +156,7 @@ void node_config_done(struct node_config *c)
 		&c->node_id, &c->ruleset, &c->listen, &c->tls_listen, &c->tls_cert_file,
 		&c->tls_key_file, &c->admin_listen, &c->access_log, &c->policy_file,
 		&c->sync_ca_file, &c->sync_cert_file, &c->sync_key_file, &c->sync_server_name,
-		&c->sync_state_dir,
+		&c->sync_state_dir, &c->bpf_interface, &c->bpf_pin_path, &c->bpf_log_level,
 	};
 
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
@@ -296,6 +304,29 @@ static int set_endpoints(struct walk *w, const yaml_node_t *n, const char *key)
 	return 0;
 }
 
+static int set_ports(struct walk *w, const yaml_node_t *n, const char *key)
+{
+	struct node_config *c = w->c;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail(w, n, key, "expected a list of port numbers");
+	c->n_bpf_http_ports = 0;
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *e = yaml_document_get_node(w->doc, *it);
+		const char *s;
+		uint64_t v;
+
+		if (!e || e->type != YAML_SCALAR_NODE || !(s = scalar_text(e)) ||
+		    parse_u64(s, &v) < 0 || v == 0 || v > 65535)
+			return fail(w, e ? e : n, key, "expected a port number 1..65535");
+		if (c->n_bpf_http_ports == NODE_CONFIG_MAX_BPF_PORTS)
+			return fail(w, e, key, "more than %d ports", NODE_CONFIG_MAX_BPF_PORTS);
+		c->bpf_http_ports[c->n_bpf_http_ports++] = (uint16_t)v;
+	}
+	return 0;
+}
+
 static int set_labels(struct walk *w, const yaml_node_t *n, const char *key)
 {
 	struct node_config *c = w->c;
@@ -337,6 +368,8 @@ static int set_field(struct walk *w, const struct field *f, const yaml_node_t *n
 		return set_endpoints(w, n, key);
 	if (f->type == FIELD_LABELS)
 		return set_labels(w, n, key);
+	if (f->type == FIELD_PORTS)
+		return set_ports(w, n, key);
 	if (n->type != YAML_SCALAR_NODE)
 		return fail(w, n, key, "expected a single value, not a %s",
 			    n->type == YAML_MAPPING_NODE ? "mapping" : "list");
@@ -617,5 +650,12 @@ int node_config_check(const struct node_config *c, char err[NODE_CONFIG_ERR_LEN]
 		    c->sync_backoff_min_ms > c->sync_backoff_max_ms)
 			return check_fail(err, "sync.backoff_min_ms", "above sync.backoff_max_ms");
 	}
+	if (c->bpf_enabled && !c->bpf_interface)
+		return check_fail(err, "bpf.interface", "required when bpf.enabled is true");
+	if (c->bpf_pin_path && strncmp(c->bpf_pin_path, "/sys/fs/bpf/", 12) != 0)
+		return check_fail(err, "bpf.pin_path", "must be a directory under /sys/fs/bpf/");
+	if (c->bpf_log_level && strcmp(c->bpf_log_level, "drops") != 0 &&
+	    strcmp(c->bpf_log_level, "errors") != 0 && strcmp(c->bpf_log_level, "debug") != 0)
+		return check_fail(err, "bpf.log_level", "expected drops, errors or debug");
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include "log.h"
 
 #define NODE_CONFIG_ERR_LEN 512
+#define NODE_CONFIG_MAX_BPF_PORTS 8
 #define NODE_CONFIG_MAX_ENDPOINTS 16
 #define NODE_CONFIG_MAX_LABELS 32
 
@@ -91,6 +92,15 @@ struct node_config {
 	uint32_t sync_backoff_min_ms;      /* 0: 200 */
 	uint32_t sync_backoff_max_ms;      /* 0: 30000 */
 	uint32_t sync_report_interval_ms;  /* 0: 10000 */
+
+	/* bpf (the TC eBPF enforcer, dataplane/node/node_bpf.h) */
+	bool bpf_enabled;
+	char *bpf_interface;        /* required when enabled */
+	uint16_t bpf_http_ports[NODE_CONFIG_MAX_BPF_PORTS]; /* 0 = unused; none: proxy.listen's port */
+	unsigned n_bpf_http_ports;
+	char *bpf_pin_path;         /* NULL: no pinning; else under /sys/fs/bpf/ */
+	char *bpf_log_level;        /* drops (default), errors, debug */
+	size_t bpf_escalation_capacity; /* 0: 65,536 sources */
 };
 
 /* Defaults: everything unset, log level info, ktls on. */

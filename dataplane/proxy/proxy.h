@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "limiter.h"
 #include "metrics.h"
@@ -46,6 +47,19 @@ struct proxy_config {
 	struct snapshot_cell *policy;
 	struct limiter *limiter;
 	int access_log_fd;               /* -1: no access log */
+	/* Escalation: called for every 403 and 429 the proxy answers itself
+	 * (access-list denial, rate limit, a refused dot-segment path, a
+	 * static file outside its root; never an upstream's status), before
+	 * the response is sent. Runs on the worker thread, inside the
+	 * request path: it must not block, take a contended lock or do I/O
+	 * (queue the event and return). peer: the client's address (len
+	 * bytes, valid during the call). client_id: the raw value of the
+	 * client-id header (client_len bytes, not NUL-terminated, valid
+	 * during the call), NULL when the request had none or was not parsed
+	 * that far. NULL hook: none. */
+	void (*on_reject)(void *arg, const struct sockaddr *peer, socklen_t len,
+			  const char *client_id, size_t client_len, int http_status);
+	void *on_reject_arg;
 };
 
 /* Owned by the node's main; lives until proxy_free. */

@@ -75,10 +75,11 @@ def wait_for(what, fn):
 class Node:
     """A running sluice-node; stderr goes to a file for the log checks."""
 
-    def __init__(self, args):
+    def __init__(self, args, prefix=True):
         self.log_path = os.path.join(TMP, "node-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen([NODE] + args, stdout=subprocess.PIPE, stderr=self.log)
+        self.p = subprocess.Popen(([NODE] if prefix else []) + args, stdout=subprocess.PIPE,
+                                  stderr=self.log)
         self.ready = self._read_ready()
         self.addrs = dict(kv.split("=", 1) for kv in self.ready.split()[2:])
 
@@ -154,6 +155,10 @@ def case_bad_config_names_key():
         ("tls:\n  listen: 127.0.0.1:0\n  cert: c.pem\npolicy:\n  file: %s\n" % policy,
          "tls.key: required with tls.listen"),
         ("proxy:\n  listen: 127.0.0.1:0\n", "policy.file: required without a sync section"),
+        ("proxy:\n  listen: 127.0.0.1:0\npolicy:\n  file: %s\nbpf:\n  enabled: true\n" % policy,
+         "bpf.interface: required when bpf.enabled is true"),
+        ("proxy:\n  listen: 127.0.0.1:0\npolicy:\n  file: %s\nbpf:\n  http_ports: [80, 0]\n"
+         % policy, ":6: bpf.http_ports: expected a port number 1..65535"),
     ]
     for text, want in cases:
         status, err, path = run_config(text)
@@ -377,10 +382,65 @@ def case_request_through_proxy():
         backend.shutdown()
 
 
+def case_kernel_enforcer_follows_the_node():
+    """bpf.enabled: the node loads and attaches the TC program to the
+    interface of its own network namespace, its maps follow the policy
+    (SIGHUP), and SIGTERM leaves the interface as it found it."""
+    if os.geteuid() != 0:
+        return "needs root to load BPF programs (CI runs as root)"
+    ns = "sluice-nt-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=WAIT_S)
+    in_ns = ["ip", "netns", "exec", ns]
+    node = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=WAIT_S)
+        def ruleset(version, kernel_clients):
+            res = [{"rateLimit": {"id": "k", "algorithm": "TOKEN_BUCKET", "rate": "5",
+                                  "unit": "SECOND", "burst": "5", "enforce": "BOTH"}},
+                   {"upstream": {"id": "be", "endpoints": ["127.0.0.1:9"]}},
+                   {"route": {"id": "all", "pathPrefix": "/", "upstream": "be"}}]
+            res += [{"client": {"id": "c%d" % i, "rateLimit": "k"}}
+                    for i in range(kernel_clients)]
+            return json.dumps({"name": "k", "version": str(version), "resources": res})
+        policy = write("bpf-policy.json", ruleset(1, 1))
+        cfg = write("bpf.yaml",
+                    "proxy:\n  listen: 127.0.0.1:0\n  workers: 1\n"
+                    "admin:\n  listen: 127.0.0.1:0\n"
+                    "policy:\n  file: %s\n"
+                    "bpf:\n  enabled: true\n  interface: lo\n  http_ports: [8080]\n" % policy)
+        node = Node(in_ns + [NODE, "--config", cfg], prefix=False)
+
+        def scrape():
+            p = subprocess.run(in_ns + ["curl", "-s", "http://127.0.0.1:%d/metrics"
+                                        % node.port("admin")],
+                               capture_output=True, text=True, timeout=WAIT_S)
+            return p.stdout
+        m = scrape()
+        check(metric(m, "sluice_bpf_attached") == 1, "attached:\n" + m + node.text())
+        clients = metric(m, "sluice_bpf_kernel_clients")
+        check(clients == 1, "one kernel client from the policy:\n" + m)
+        tc = subprocess.run(["ip", "netns", "exec", ns, "tc", "filter", "show", "dev", "lo",
+                             "ingress"], capture_output=True, text=True, timeout=WAIT_S).stdout
+        check("bpf" in tc, "a bpf filter at lo ingress: %r" % tc)
+        write("bpf-policy.json", ruleset(2, 3))
+        node.signal(signal.SIGHUP)
+        wait_for("three kernel clients after SIGHUP",
+                 lambda: metric(scrape(), "sluice_bpf_kernel_clients") == 3)
+        node.signal(signal.SIGTERM)
+        check(node.wait() == 0, "exit 0 after SIGTERM")
+        tc = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "lo"],
+                            capture_output=True, text=True, timeout=WAIT_S).stdout
+        check("clsact" not in tc, "the clsact hook it created is gone: %r" % tc)
+    finally:
+        if node:
+            node.stop()
+        subprocess.run(["ip", "netns", "del", ns], timeout=WAIT_S)
+
+
 def main():
     cases = [case_bad_config_names_key, case_standalone_reload_and_drain,
              case_sigint_exits_zero_and_bad_start_policy_fails, case_tls_reload_counted,
-             case_request_through_proxy]
+             case_request_through_proxy, case_kernel_enforcer_follows_the_node]
     failed = 0
     try:
         for c in cases:

@@ -17,7 +17,10 @@
  * decision does not have, and pushed the hot clients out of cache.)
  *
  * Prints `name: value` lines. With SLUICE_BENCH_RECORD=1 it also appends a
- * dated row to bench/RESULTS.md (path from SLUICE_BENCH_RESULTS).
+ * dated row to bench/RESULTS.md (path from SLUICE_BENCH_RESULTS). For
+ * profiling (perf record), SLUICE_BENCH_ONLY=zipf|uniform|hot runs that one
+ * decision mix and nothing else, and records nothing; SLUICE_BENCH_DECISIONS
+ * then sets how many decisions it times (default 2,000,000).
  */
 #include <errno.h>
 #include <malloc.h>
@@ -40,6 +43,9 @@
 #define N_DENY 1000
 #define N_REQUESTS (1 << 16)
 #define N_DECISIONS 2000000
+/* Decisions per mix: N_DECISIONS, or SLUICE_BENCH_DECISIONS with
+ * SLUICE_BENCH_ONLY (short runs under valgrind --tool=callgrind). */
+static int n_decisions = N_DECISIONS;
 #define N_APPLIES 2000
 #define N_FULL_COPIES 30
 
@@ -221,11 +227,26 @@ static struct req_spec *make_requests(enum mix mix)
 
 /* ---- decision_ns ---- */
 
+/* Called once the warm-up is over: a mark for callgrind, whose last dump
+ * then counts the timed decisions only. Instructions and (simulated) cache
+ * misses per decision, which a shared machine's noise does not move:
+ *   SLUICE_BENCH_ONLY=zipf SLUICE_BENCH_DECISIONS=100000 valgrind
+ *     --tool=callgrind --cache-sim=yes --LL=2097152,16,64
+ *     --dump-before=bench_warm --toggle-collect=decision_eval
+ *     --toggle-collect=snapshot_read_lock --toggle-collect=snapshot_read_unlock
+ *     --toggle-collect=snapshot_cell_get bench/policy_bench
+ * then divide the last dump's totals by 2 * SLUICE_BENCH_DECISIONS (the
+ * timed and the batched loop). --LL models this machine's 2 MiB L2. */
+static __attribute__((noinline)) void bench_warm(void)
+{
+	__asm__ volatile("");
+}
+
 static void bench_decision(struct snapshot_cell *cell, enum mix mix, uint64_t *median,
 			   uint64_t *p99, double *mean, double *mean_batched)
 {
 	struct req_spec *specs = make_requests(mix);
-	uint64_t *lat = malloc(N_DECISIONS * sizeof(*lat));
+	uint64_t *lat = malloc((size_t)n_decisions * sizeof(*lat));
 	uint64_t overhead[4096], sum = 0, t_both, t_render;
 	struct bench_req b;
 	struct limiter *lim;
@@ -252,7 +273,8 @@ static void bench_decision(struct snapshot_cell *cell, enum mix mix, uint64_t *m
 		decision_eval(snapshot_cell_get(cell), lim, &b.req, now_ns(), &d);
 		snapshot_read_unlock();
 	}
-	for (int i = 0; i < N_DECISIONS; i++) {
+	bench_warm();
+	for (int i = 0; i < n_decisions; i++) {
 		uint64_t t0, t1;
 
 		render(&specs[i % N_REQUESTS], &b);
@@ -265,15 +287,15 @@ static void bench_decision(struct snapshot_cell *cell, enum mix mix, uint64_t *m
 		sum += lat[i];
 		allowed += d.verdict == DECISION_ALLOW;
 	}
-	if (allowed != N_DECISIONS) {
+	if (allowed != (unsigned)n_decisions) {
 		fprintf(stderr, "policy_bench: only %u of %d requests allowed: the ruleset or"
-			" the decision code is wrong\n", allowed, N_DECISIONS);
+			" the decision code is wrong\n", allowed, n_decisions);
 		exit(1);
 	}
 	/* Cross-check of the clock correction: the same sequence without a
 	 * clock per call, minus the rendering alone. */
 	uint64_t t0 = now_ns();
-	for (int i = 0; i < N_DECISIONS; i++) {
+	for (int i = 0; i < n_decisions; i++) {
 		render(&specs[i % N_REQUESTS], &b);
 		snapshot_read_lock();
 		decision_eval(snapshot_cell_get(cell), lim, &b.req, t0 + (uint64_t)i, &d);
@@ -281,15 +303,15 @@ static void bench_decision(struct snapshot_cell *cell, enum mix mix, uint64_t *m
 	}
 	t_both = now_ns() - t0;
 	t0 = now_ns();
-	for (int i = 0; i < N_DECISIONS; i++) {
+	for (int i = 0; i < n_decisions; i++) {
 		render(&specs[i % N_REQUESTS], &b);
 		__asm__ volatile("" : : "r"(&b) : "memory");
 	}
 	t_render = now_ns() - t0;
-	*mean = (double)sum / N_DECISIONS;
-	*mean_batched = t_both > t_render ? (double)(t_both - t_render) / N_DECISIONS : 0;
-	*median = percentile(lat, N_DECISIONS, 0.5);
-	*p99 = percentile(lat, N_DECISIONS, 0.99);
+	*mean = (double)sum / n_decisions;
+	*mean_batched = t_both > t_render ? (double)(t_both - t_render) / n_decisions : 0;
+	*median = percentile(lat, n_decisions, 0.5);
+	*p99 = percentile(lat, n_decisions, 0.99);
 	limiter_free(lim);
 	free(lat);
 	free(specs);
@@ -495,6 +517,7 @@ int main(void)
 	uint64_t t0, dec_median, dec_p99, uni_median, uni_p99, hot_median, hot_p99;
 	double apply_us, full_us, peak_ratio, mean, mean_batched;
 	char line[512], date[32];
+	const char *only;
 	time_t now = time(NULL);
 
 	snapshot_thread_online();
@@ -518,6 +541,24 @@ int main(void)
 	printf("snapshot_heap_mib: %.1f\n", (double)snap_bytes / (1 << 20));
 	if (snapshot_cell_new(s, &cell) < 0)
 		return 1;
+
+	if ((only = getenv("SLUICE_BENCH_ONLY"))) {
+		enum mix mix = !strcmp(only, "uniform") ? MIX_UNIFORM :
+			       !strcmp(only, "hot") ? MIX_HOT : MIX_ZIPF;
+		const char *count = getenv("SLUICE_BENCH_DECISIONS");
+
+		if (count && atoi(count) > 0)
+			n_decisions = atoi(count);
+
+		bench_decision(cell, mix, &dec_median, &dec_p99, &mean, &mean_batched);
+		printf("decision_%s_ns_median: %lu\n", only, (unsigned long)dec_median);
+		printf("decision_%s_ns_p99: %lu\n", only, (unsigned long)dec_p99);
+		printf("decision_%s_ns_mean: %.1f\n", only, mean);
+		printf("decision_%s_ns_mean_batched: %.1f\n", only, mean_batched);
+		snapshot_cell_free(cell);
+		snapshot_thread_offline();
+		return 0;
+	}
 
 	bench_decision(cell, MIX_ZIPF, &dec_median, &dec_p99, &mean, &mean_batched);
 	printf("decision_ns_median: %lu\n", (unsigned long)dec_median);

@@ -54,24 +54,31 @@ static inline bool short_eq(const void *a, const void *b, size_t n)
  * entry, the limit map and the limit entry: a chain of dependent cache
  * lines. Traffic is skewed (a few clients send most requests), so each
  * thread keeps what it found, keyed by the header value, in one cache line
- * per client. An entry is used only while the snapshot that produced it is
- * the one being evaluated (same uid), so a publish invalidates everything
- * at once and no pointer outlives the snapshot the caller holds. Frequent
- * clients are kept against one-off ones: a miss replaces an entry only
- * once misses have worn down the hits it earned.
+ * per client: everything a decision needs of the client (so a hit reads
+ * neither the index nor the client entry) and where its bucket was found
+ * in the limiter (so a hit skips the bucket table's probe). An entry is
+ * used only while the snapshot that produced it is the one being evaluated
+ * (same uid), so a publish invalidates everything at once and no pointer
+ * outlives the snapshot the caller holds. Frequent clients are kept
+ * against one-off ones: a miss replaces an entry only once misses have
+ * worn down the hits it earned. The slot is the client index's own hash
+ * of the key (snapshot_client_key_hash), so a miss hashes the key once.
  */
 #define MEMO_SLOTS 2048u
-#define MEMO_KEY_MAX 22u
+#define MEMO_KEY_MAX 25u
 
-/* One memoized client: one cache line. Owned by its thread's memo. */
+/* One memoized client: one cache line. Owned by its thread's memo. The key
+ * bytes are compared in full: a hash match alone would let a crafted key
+ * borrow another client's identity. */
 struct memo_ent {
-	uint64_t snap_uid; /* 0: empty */
-	uint64_t key_hash; /* XXH3 of the key */
-	const struct snapshot_client *client;
+	uint64_t snap_uid;                /* 0: empty */
+	const struct policy_res *res;     /* the client */
 	const struct snapshot_limit *own; /* NULL: no limit of its own or default */
 	uint64_t own_key;                 /* bucket of `own` for this client */
+	uint32_t own_slot;                /* limiter_check_hint() hint for own_key */
 	uint8_t key_len;
 	uint8_t hits;
+	uint8_t disabled;
 	char key[MEMO_KEY_MAX];
 };
 _Static_assert(sizeof(struct memo_ent) == 64, "a memo entry is one cache line");
@@ -121,32 +128,34 @@ static struct memo_ent *memo_find(struct memo *m, uint64_t uid, uint64_t h, cons
 {
 	struct memo_ent *e = &m->ent[h & (MEMO_SLOTS - 1)];
 
-	if (e->snap_uid != uid || e->key_hash != h || e->key_len != len ||
-	    !short_eq(e->key, key, len))
+	if (e->snap_uid != uid || e->key_len != len || !short_eq(e->key, key, len))
 		return NULL;
 	if (e->hits < UINT8_MAX)
 		e->hits++;
 	return e;
 }
 
-static void memo_store(struct memo *m, uint64_t uid, uint64_t h, const char *key, size_t len,
-		       const struct snapshot_client *client, const struct snapshot_limit *own,
-		       uint64_t own_key)
+/* The entry now holding the key, or NULL when the slot's owner stays. */
+static struct memo_ent *memo_store(struct memo *m, uint64_t uid, uint64_t h, const char *key,
+				   size_t len, const struct snapshot_client *client,
+				   const struct snapshot_limit *own, uint64_t own_key)
 {
 	struct memo_ent *e = &m->ent[h & (MEMO_SLOTS - 1)];
 
 	if (e->snap_uid == uid && e->hits > 0) {
 		e->hits--;
-		return;
+		return NULL;
 	}
 	e->snap_uid = uid;
-	e->key_hash = h;
-	e->client = client;
+	e->res = client->res;
 	e->own = own;
 	e->own_key = own_key;
+	e->own_slot = 0;
 	e->key_len = (uint8_t)len;
 	e->hits = 0;
+	e->disabled = client->disabled;
 	memcpy(e->key, key, len);
+	return e;
 }
 
 int decision_http_status(enum decision_verdict v)
@@ -193,14 +202,27 @@ static bool method_allowed(const struct policy_route *rt, const struct decision_
 	return false;
 }
 
-static bool selector_matches(const struct policy_selector *sel,
-			     const struct snapshot_client *client,
+/* The client a request names, as the rest of the decision sees it: from
+ * the memo or the client index. Lives on the stack for one decision. */
+struct who {
+	const struct policy_res *res;     /* NULL: not identified */
+	/* The client's index entry when it was looked up (NULL on a memo
+	 * hit): its key_hash is on a line just read, unlike res->key_hash. */
+	const struct snapshot_client *client;
+	const struct snapshot_limit *own; /* its own limit (or the default); NULL: none */
+	uint64_t own_key;                 /* bucket of `own` */
+	uint32_t *own_slot;               /* where own_key's limiter hint is kept */
+	bool disabled;
+};
+
+static bool selector_matches(const struct policy_selector *sel, const struct who *w,
 			     const struct decision_request *req)
 {
-	/* The hash settles almost every mismatch without reading the client
-	 * resource; the id compare makes it exact. */
-	if (sel->client.id && (!client || client->key_hash != sel->client.key_hash ||
-			       strcmp(client->res->id, sel->client.id) != 0))
+	/* The hash settles almost every mismatch; the id compare makes it
+	 * exact. (A client's key_hash is policy_key_hash of its id, as a
+	 * reference's is.) */
+	if (sel->client.id && (!w->res || w->res->key_hash != sel->client.key_hash ||
+			       strcmp(w->res->id, sel->client.id) != 0))
 		return false;
 	if (sel->has_source && !cidr_contains(&sel->source, &req->source))
 		return false;
@@ -213,15 +235,18 @@ static bool selector_matches(const struct policy_selector *sel,
 	return true;
 }
 
-/* Runs one limit on bucket `key`; returns true when it refuses the request
- * for good. */
+/* Runs one limit on bucket `key` (its limiter hint in *slot, or NULL);
+ * returns true when it refuses the request for good. */
 static bool run_limit(const struct snapshot_limit *sl, struct limiter *lim, uint64_t key,
-		      uint64_t now_ns, struct decision *out)
+		      uint32_t *slot, uint64_t now_ns, struct decision *out)
 {
 	const struct policy_res *rl_res = sl->res;
 	struct limiter_result res;
+	int r;
 
-	if (limiter_check_plan(lim, key, &sl->plan, now_ns, &res) < 0) {
+	r = slot ? limiter_check_hint(lim, key, &sl->plan, now_ns, slot, &res)
+		 : limiter_check_plan(lim, key, &sl->plan, now_ns, &res);
+	if (r < 0) {
 		/* Bucket table at its cap: fail open, but count it. */
 		out->limiter_full++;
 		return false;
@@ -248,34 +273,36 @@ static bool run_limit(const struct snapshot_limit *sl, struct limiter *lim, uint
 
 /* Returns true when limit sl (may be NULL) applies to this request and
  * refuses it. `key` is its bucket: limiter_key(limit key hash, subject). */
-static bool check_limit(const struct snapshot_limit *sl, uint64_t key,
-			const struct snapshot_client *client, const struct decision_request *req,
+static bool check_limit(const struct snapshot_limit *sl, uint64_t key, uint32_t *slot,
+			const struct who *w, const struct decision_request *req,
 			struct limiter *lim, uint64_t now_ns, struct decision *out)
 {
 	if (!sl || !sl->proxy)
 		return false;
-	if (!sl->selects_all && !selector_matches(&sl->res->u.rate_limit.sel, client, req))
+	if (!sl->selects_all && !selector_matches(&sl->res->u.rate_limit.sel, w, req))
 		return false;
-	return run_limit(sl, lim, key, now_ns, out);
+	return run_limit(sl, lim, key, slot, now_ns, out);
 }
 
 /* Identified clients share one bucket per limit wherever they come from;
  * anonymous traffic is bucketed per source address. */
-static uint64_t subject_of(const struct snapshot_client *client, const struct decision_request *req)
+static uint64_t subject_of(const struct who *w, const struct decision_request *req)
 {
-	return client ? client->key_hash
-		      : XXH3_64bits_withSeed(req->source.addr, sizeof(req->source.addr),
-					     req->source.family);
+	if (w->client)
+		return w->client->key_hash;
+	if (w->res)
+		return w->res->key_hash;
+	return XXH3_64bits_withSeed(req->source.addr, sizeof(req->source.addr),
+				    req->source.family);
 }
 
-/* The client named by the request, its own limit (the default when it
- * names none) and that limit's bucket: from this thread's memo when it saw
- * the key in this snapshot, else looked up (and memoized). *own stays NULL
- * for a disabled client and when no limit applies. */
-static const struct snapshot_client *find_client(const struct snapshot *s,
-						 const struct policy_settings *settings,
-						 const struct decision_request *req,
-						 const struct snapshot_limit **own, uint64_t *own_key)
+/* Fills *w with the client named by the request, its own limit (the
+ * default when it names none) and that limit's bucket: from this thread's
+ * memo when it saw the key in this snapshot, else looked up (and
+ * memoized). w->own stays NULL for a disabled client and when no limit
+ * applies. *spare_slot holds the limiter hint when no memo entry does. */
+static void find_client(const struct snapshot *s, const struct policy_settings *settings,
+			const struct decision_request *req, struct who *w, uint32_t *spare_slot)
 {
 	const struct snapshot_client *client = NULL;
 	const struct policy_ref *ref;
@@ -283,31 +310,40 @@ static const struct snapshot_client *find_client(const struct snapshot *s,
 	struct memo_ent *e;
 	uint64_t h = 0, uid = 0;
 
-	if (req->client_key && req->client_key_len <= MEMO_KEY_MAX && (m = memo_get())) {
-		uid = snapshot_uid(s);
-		h = XXH3_64bits(req->client_key, req->client_key_len);
-		e = memo_find(m, uid, h, req->client_key, req->client_key_len);
-		if (e) {
-			*own = e->own;
-			*own_key = e->own_key;
-			return e->client;
+	w->own_slot = spare_slot;
+	if (req->client_key) {
+		h = snapshot_client_key_hash(req->client_key, req->client_key_len);
+		if (req->client_key_len <= MEMO_KEY_MAX && (m = memo_get())) {
+			uid = snapshot_uid(s);
+			e = memo_find(m, uid, h, req->client_key, req->client_key_len);
+			if (e) {
+				w->res = e->res;
+				w->disabled = e->disabled;
+				w->own = e->own;
+				w->own_key = e->own_key;
+				w->own_slot = &e->own_slot;
+				return;
+			}
 		}
+		client = snapshot_lookup_client_hash(s, req->client_key, req->client_key_len, h);
 	}
-	if (req->client_key)
-		client = snapshot_lookup_client(s, req->client_key, req->client_key_len);
-	if (!client || !client->disabled) {
+	w->client = client;
+	w->res = client ? client->res : NULL;
+	w->disabled = client && client->disabled;
+	if (!w->disabled) {
 		/* A client without a limit of its own gets the default, like
 		 * an unknown one. */
 		ref = client && client->rate_limit.id ? &client->rate_limit
 						      : &settings->default_rate_limit;
-		*own = snapshot_lookup_limit(s, ref);
-		if (*own)
-			*own_key = limiter_key(ref->key_hash, subject_of(client, req));
+		w->own = snapshot_lookup_limit(s, ref);
+		if (w->own)
+			w->own_key = limiter_key(ref->key_hash, subject_of(w, req));
 	}
 	/* Unknown keys are not memoized: anyone can send a new one. */
-	if (m && client)
-		memo_store(m, uid, h, req->client_key, req->client_key_len, client, *own, *own_key);
-	return client;
+	if (m && client &&
+	    (e = memo_store(m, uid, h, req->client_key, req->client_key_len, client, w->own,
+			    w->own_key)))
+		w->own_slot = &e->own_slot;
 }
 
 _Static_assert(sizeof(struct decision) == 112, "decision_eval clears every field: add new ones there");
@@ -316,11 +352,10 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 		   const struct decision_request *req, uint64_t now_ns, struct decision *out)
 {
 	const struct policy_settings *settings = snapshot_settings(s);
-	const struct snapshot_client *client = NULL;
-	const struct snapshot_limit *own = NULL;
+	struct who w = { 0 };
 	const struct snapshot_route *sr;
 	const struct policy_route *rt;
-	uint64_t own_key = 0;
+	uint32_t spare_slot = 0;
 
 	/* Field by field: gcc turns a whole-struct clear into `rep stos`,
 	 * whose start-up alone is a good part of this function. */
@@ -344,9 +379,9 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 	 * the route and access checks below run while they are on their way.
 	 * Lookups only: the order of the checks is unchanged. */
 	if (!settings->disabled) {
-		client = find_client(s, settings, req, &own, &own_key);
-		if (own)
-			limiter_prefetch(lim, own_key);
+		find_client(s, settings, req, &w, &spare_slot);
+		if (w.own)
+			limiter_prefetch(lim, w.own_key);
 	}
 
 	/* The route's index entry says whether it has methods, lists or
@@ -373,26 +408,26 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 		return;
 	}
 
-	if (client) {
-		out->client = client->res;
-		if (client->disabled) {
+	if (w.res) {
+		out->client = w.res;
+		if (w.disabled) {
 			out->verdict = DECISION_ALLOW;
 			return;
 		}
 	}
 
 	out->verdict = DECISION_RATE_LIMITED;
-	if (check_limit(own, own_key, client, req, lim, now_ns, out))
+	if (check_limit(w.own, w.own_key, w.own_slot, &w, req, lim, now_ns, out))
 		return;
 	if (!sr->no_rate_limits) {
-		uint64_t subject = subject_of(client, req);
+		uint64_t subject = subject_of(&w, req);
 
 		for (size_t i = 0; i < rt->n_rate_limits; i++) {
 			const struct policy_ref *ref = &rt->rate_limits[i];
 
 			if (ref->id && check_limit(snapshot_lookup_limit(s, ref),
-						   limiter_key(ref->key_hash, subject), client, req,
-						   lim, now_ns, out))
+						   limiter_key(ref->key_hash, subject), NULL, &w,
+						   req, lim, now_ns, out))
 				return;
 		}
 	}

@@ -17,6 +17,11 @@
 
 __extension__ typedef unsigned __int128 u128;
 
+/* For the few helpers of a take that gcc kept out of line: on the request
+ * path a call with its register spills cost about as much as the helper's
+ * own dozen or two instructions. */
+#define HOT_INLINE inline __attribute__((always_inline))
+
 /*
  * Bucket word encodings.
  *
@@ -150,7 +155,7 @@ struct word_ref {
 	uint64_t unit_ns_want;
 };
 
-static uint64_t word_load(const struct word_ref *w)
+static HOT_INLINE uint64_t word_load(const struct word_ref *w)
 {
 	uint64_t s, key;
 
@@ -171,7 +176,7 @@ static uint64_t word_load(const struct word_ref *w)
  * STATE_DEAD when the slot lost the key, is frozen, or carries another
  * sliding-window unit than this take's (only an insert lock holder may
  * change the unit, see rekey_locked). */
-static bool word_cas(const struct word_ref *w, uint64_t *s, uint64_t desired)
+static HOT_INLINE bool word_cas(const struct word_ref *w, uint64_t *s, uint64_t desired)
 {
 	u128 want, seen;
 
@@ -291,8 +296,8 @@ static uint64_t tat_from_sliding(uint64_t s, const struct limiter_plan *pl, uint
 
 /* One GCRA step on the word. Returns false (and leaves *out alone) when the
  * word is STATE_DEAD. */
-static bool gcra_take(const struct word_ref *w, const struct limiter_plan *pl, uint64_t now_ns,
-		      struct limiter_result *out)
+static HOT_INLINE bool gcra_take(const struct word_ref *w, const struct limiter_plan *pl,
+				  uint64_t now_ns, struct limiter_result *out)
 {
 	const uint64_t units = pl->units_per_ns, interval_u = pl->interval_u;
 	const uint64_t depth_u = pl->depth_u;
@@ -760,6 +765,13 @@ int limiter_new(const struct limiter_config *cfg, struct limiter **ret)
 	map = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
 		goto out_free;
+	/* Buckets are read at random: with 4 KiB pages a busy node's check
+	 * also walks the page table (the default table spans 12,288 pages,
+	 * far more than the TLB holds). Transparent huge pages cover it with
+	 * 24 entries. Only a hint (ignored where THP is off); the price is
+	 * that the first bucket in each 2 MiB commits all of it, and that its
+	 * first touch may wait for the kernel to find a huge page. */
+	(void)madvise(map, l->map_bytes, MADV_HUGEPAGE);
 	l->slots = map;
 	l->unit_ns = (uint64_t *)((char *)map + slots_bytes);
 	for (unsigned i = 0; i < INSERT_LOCKS; i++) {
@@ -790,8 +802,10 @@ void limiter_free(struct limiter *l)
 	free(l);
 }
 
-int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_plan *pl,
-		       uint64_t now_ns, struct limiter_result *out)
+/* limiter_check_plan(); *found is the index of the slot that took the
+ * request, or SIZE_MAX when it is not known (a new bucket). */
+static int check_plan_at(struct limiter *l, uint64_t key, const struct limiter_plan *pl,
+			 uint64_t now_ns, struct limiter_result *out, size_t *found)
 {
 	const struct limiter_params *p = &pl->params;
 	struct word_ref w = { 0 };
@@ -811,14 +825,61 @@ int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_pla
 			w.slot = &l->slots[i];
 			if (p->algorithm == POLICY_ALG_SLIDING_WINDOW)
 				w.unit_ns = &l->unit_ns[i];
-			if (bucket_take(&w, pl, now_ns, out))
+			if (bucket_take(&w, pl, now_ns, out)) {
+				*found = i;
 				return 0;
+			}
 			/* Swept, frozen, or another unit: see take_locked. */
 		}
 		r = take_locked(l, &pr, pl, now_ns, out);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			*found = SIZE_MAX;
 			return r;
+		}
 	}
+}
+
+int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_plan *pl,
+		       uint64_t now_ns, struct limiter_result *out)
+{
+	size_t found;
+
+	return check_plan_at(l, key, pl, now_ns, out, &found);
+}
+
+int limiter_check_hint(struct limiter *l, uint64_t key, const struct limiter_plan *pl,
+		       uint64_t now_ns, uint32_t *slot_hint, struct limiter_result *out)
+{
+	/* 0 (no hint) wraps to SIZE_MAX, out of range like a hint from a
+	 * larger table. */
+	size_t i = (size_t)*slot_hint - 1, found;
+	int r;
+
+	if (i < l->capacity + 2) {
+		/* The slot is trusted only while it holds the key: word_load
+		 * and word_cas check that, so a stale hint (the bucket swept,
+		 * its slot reused) reads as STATE_DEAD and falls through. A
+		 * key occupies one slot at most, so a slot holding it is its
+		 * bucket. */
+		struct word_ref w = { .slot = &l->slots[i] };
+
+		w.key = key > SLOT_TOMBSTONE ? key : key + 2; /* as probe_init stores it */
+
+		if (pl->params.algorithm != POLICY_ALG_SLIDING_WINDOW) {
+			/* gcra_take inlined here: this is the request path. */
+			if (gcra_take(&w, pl, now_ns, out))
+				return 0;
+		} else {
+			w.unit_ns = &l->unit_ns[i];
+			w.unit_ns_want = unit_of(&pl->params);
+			if (sliding_take(&w, &pl->params, now_ns, out))
+				return 0;
+		}
+	}
+	r = check_plan_at(l, key, pl, now_ns, out, &found);
+	/* Slot indexes fit 32 bits up to 2^32 - 2 slots; past that, no hint. */
+	*slot_hint = found < UINT32_MAX ? (uint32_t)(found + 1) : 0;
+	return r;
 }
 
 void limiter_prefetch(const struct limiter *l, uint64_t key)

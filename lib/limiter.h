@@ -83,8 +83,8 @@ struct limiter_config {
 
 /* Reserves address space for the next power of two >= 2 * max_buckets
  * slots (24 bytes each: 48 MiB for the default), touched only as buckets
- * are used. Returns 0, or -ENOMEM (also when max_buckets cannot be
- * mapped). */
+ * are used, in transparent huge pages where the kernel allows (2 MiB at a
+ * time). Returns 0, or -ENOMEM (also when max_buckets cannot be mapped). */
 int limiter_new(const struct limiter_config *cfg, struct limiter **ret);
 void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside */
 
@@ -115,6 +115,16 @@ void limiter_plan_init(const struct limiter_params *p, struct limiter_plan *out)
 /* limiter_check() with a prepared plan: same results, same contract. */
 int limiter_check_plan(struct limiter *l, uint64_t key, const struct limiter_plan *plan,
 		       uint64_t now_ns, struct limiter_result *out);
+
+/* limiter_check_plan() for a caller that remembers where a bucket lives
+ * (the decision's per-thread client memo): *slot_hint is 0 or a value this
+ * function stored for the same key on an earlier call, on this limiter or
+ * another. A hint is tried first and trusted only if that slot holds `key`,
+ * so a stale or foreign hint costs just the normal lookup; *slot_hint is
+ * then updated (0 when unknown, e.g. for a bucket this call created). Same
+ * results and contract as limiter_check_plan(). */
+int limiter_check_hint(struct limiter *l, uint64_t key, const struct limiter_plan *plan,
+		       uint64_t now_ns, uint32_t *slot_hint, struct limiter_result *out);
 
 /* Starts loading the slot where bucket `key` would be, so that a caller
  * with other work to do before its limiter_check() does not wait for it.

@@ -4,6 +4,33 @@
  * client and route indexes that mirror two of them) agree with its resource
  * map; every reference names an existing resource of the right kind; a
  * failed build releases everything it took. */
+#if defined(__SANITIZE_THREAD__)
+#define SNAPSHOT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SNAPSHOT_TSAN 1
+#endif
+#endif
+
+/* _LGPL_SOURCE, in this file only: liburcu then inlines its read side
+ * (urcu/static/urcu-memb.h) into snapshot_read_lock/unlock, where the
+ * library's exported urcu_memb_read_lock/unlock cost a PLT call and a
+ * __tls_get_addr call each: ~80 of the ~960 instructions a cached
+ * decision took (callgrind). Licence:
+ * liburcu's README allows _LGPL_SOURCE for "LGPL or GPL compatible" code;
+ * liburcu is LGPL-2.1-or-later and our Apache-2.0 is compatible with its
+ * v3; independently, what gets inlined is only the read-side fast path,
+ * functions of ten lines or less, which LGPL-2.1 section 5 leaves
+ * unrestricted. URCU_INLINE_SMALL_FUNCTIONS, liburcu's licence-neutral
+ * switch, does not cover the read side in 0.13. The inlined code must match
+ * the library's major version: Debian rebuilds us against liburcu8. Every
+ * other urcu call here (register, call_rcu, synchronize, barrier) stays a
+ * library call. Not under ThreadSanitizer: liburcu's read side synchronizes
+ * with volatile accesses and fences, which TSan cannot follow once
+ * instrumented; its model of the library (below) wants it opaque. */
+#ifndef SNAPSHOT_TSAN
+#define _LGPL_SOURCE
+#endif
 #include "snapshot.h"
 
 #include <assert.h>
@@ -20,14 +47,6 @@
 #define ROUTE_DEPTH_MAX (POLICY_MAX_PATH_LEN / 2 + 1)
 /* Outgoing references of one resource: a route's upstream plus its lists. */
 #define OUT_REFS_MAX (2 + 2 * POLICY_MAX_REFS)
-
-#if defined(__SANITIZE_THREAD__)
-#define SNAPSHOT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SNAPSHOT_TSAN 1
-#endif
-#endif
 
 #ifdef SNAPSHOT_TSAN
 /* liburcu is not instrumented, so ThreadSanitizer cannot see that a grace
@@ -380,7 +399,7 @@ static const struct pmap_ops ref_ops = {
  * index with, and a quarter of the latency for a short key. */
 static inline uint64_t client_ix_hash(const char *key, size_t len)
 {
-	return XXH3_64bits(key, len);
+	return snapshot_client_key_hash(key, len);
 }
 
 /* The route hash covers host and prefix without building "host\0prefix":
@@ -1435,12 +1454,18 @@ const struct policy_settings *snapshot_settings(const struct snapshot *s)
 const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s, const char *key,
 						    size_t len)
 {
+	return snapshot_lookup_client_hash(s, key, len, client_ix_hash(key, len));
+}
+
+const struct snapshot_client *snapshot_lookup_client_hash(const struct snapshot *s,
+							 const char *key, size_t len,
+							 uint64_t hash)
+{
 	const struct client_ent *e;
 	bool unsure;
 	uint64_t h;
 
-	for (size_t n = 0; (e = pindex_get(s->client_ix, client_ix_hash(key, len), n, &unsure));
-	     n++)
+	for (size_t n = 0; (e = pindex_get(s->client_ix, hash, n, &unsure)); n++)
 		if (e->key_len == len && short_eq(e->key, key, len))
 			return &e->c;
 	if (!unsure)
@@ -1510,36 +1535,91 @@ const struct policy_res *snapshot_match_route(const struct snapshot *s, const ch
 	return r ? r->res : NULL;
 }
 
+/* 0x80 in each byte of x that equals c, 0 elsewhere: exact, no borrow
+ * from one byte into the next (unlike the usual has-zero-byte test). */
+static inline uint64_t bytes_eq(uint64_t x, unsigned char c)
+{
+	const uint64_t lo7 = 0x7f7f7f7f7f7f7f7full;
+	uint64_t y = x ^ (0x0101010101010101ull * c);
+
+	return ~(((y & lo7) + lo7) | y | lo7);
+}
+
+/* Where a path stops mattering for the route match: the index of its
+ * (depth_max + 1)th '/' before any '?', else of its first '?', else len.
+ * Eight bytes at a time (paths are a few dozen bytes; a byte loop spent
+ * eight instructions and three branches on each), reading only path[0,
+ * len). */
+static size_t path_stop(const char *path, size_t len, unsigned depth_max)
+{
+	unsigned seen = 0;
+	size_t i = 0;
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x, sl, q;
+		unsigned n;
+
+		memcpy(&x, path + i, 8);
+		sl = bytes_eq(x, '/');
+		q = bytes_eq(x, '?');
+		if (q)
+			sl &= (q & -q) - 1; /* only the slashes before the query */
+		n = (unsigned)__builtin_popcountll(sl);
+		if (seen + n > depth_max) {
+			for (unsigned k = depth_max - seen; k; k--)
+				sl &= sl - 1;
+			return i + (size_t)__builtin_ctzll(sl) / 8;
+		}
+		seen += n;
+		if (q)
+			return i + (size_t)__builtin_ctzll(q) / 8;
+	}
+#endif
+	for (; i < len; i++) {
+		if (path[i] == '/') {
+			if (seen == depth_max)
+				return i;
+			seen++;
+		} else if (path[i] == '?') {
+			return i;
+		}
+	}
+	return len;
+}
+
+/* True when path[i, len) holds only slashes up to a '?' or its end. */
+static bool only_slashes_follow(const char *path, size_t i, size_t len)
+{
+	while (i < len && path[i] == '/')
+		i++;
+	return i == len || path[i] == '?';
+}
+
 const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
 						   size_t host_len, const char *path,
 						   size_t path_len)
 {
-	const char *q = path_len ? memchr(path, '?', path_len) : NULL;
+	const unsigned depth_max = s->route_depth_max;
 	const struct snapshot_route *r;
-	unsigned seen = 0;
 	size_t end;
 
 	if (s->kind_count[POLICY_KIND_ROUTE] == 0)
 		return NULL;
-	if (q)
-		path_len = (size_t)(q - path);
-	while (path_len > 1 && path[path_len - 1] == '/')
-		path_len--;
+	/* Empty, not absolute, or only a query: "/". */
 	if (path_len == 0 || path[0] != '/') {
 		path = "/";
 		path_len = 1;
 	}
-	/* No route is deeper than route_depth_max segments: start there. */
-	end = path_len;
-	for (size_t i = 0; i < path_len; i++) {
-		if (path[i] != '/')
-			continue;
-		if (seen == s->route_depth_max) {
-			end = i;
-			break;
-		}
-		seen++;
-	}
+	/* One pass finds where the query starts and the slash after the
+	 * deepest segment any route has (no route is deeper than
+	 * route_depth_max segments): the longest prefix worth trying ends
+	 * there, or at the end of the path without its trailing slashes
+	 * (which do not count: "/a/" is "/a"). */
+	end = path_stop(path, path_len, depth_max);
+	if (end == path_len || path[end] == '?' || only_slashes_follow(path, end, path_len))
+		while (end > 1 && path[end - 1] == '/')
+			end--;
 	if (host_len) {
 		r = match_host(s, host, host_len, path, end);
 		if (r)
@@ -1587,18 +1667,19 @@ enum snapshot_access snapshot_check_access(const struct snapshot *s,
 				route_lists[n++] = al;
 		}
 	}
-	/* Deny wins over every allow list, global or per route. */
+	/* Deny wins over every allow list, global or per route. Most routes
+	 * have no lists of their own (n == 0): no calls for them. */
 	by = NULL;
 	for (size_t i = 0; i < s->n_global_deny && !by; i++)
 		if (table_has(s->global_deny[i].table, addr))
 			by = s->global_deny[i].list;
-	if (by || (by = refusing_list(route_lists, n, addr, true))) {
+	if (by || (n && (by = refusing_list(route_lists, n, addr, true)))) {
 		verdict = SNAPSHOT_ACCESS_DENY;
 	} else {
 		for (size_t i = 0; i < s->n_global_allow && !by; i++)
 			if (!table_has(s->global_allow[i].table, addr))
 				by = s->global_allow[i].list;
-		if (by || (by = refusing_list(route_lists, n, addr, false)))
+		if (by || (n && (by = refusing_list(route_lists, n, addr, false))))
 			verdict = SNAPSHOT_ACCESS_NOT_ALLOWED;
 	}
 	if (list)

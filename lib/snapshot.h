@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <xxhash.h>
+
 #include "cidr.h"
 #include "limiter.h"
 #include "policy.h"
@@ -109,6 +111,20 @@ struct snapshot_client {
 /* Same lookup as snapshot_find_client(); NULL when no client has the key. */
 const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s,
 						    const char *key, size_t len);
+
+/* The hash the request path's client index is keyed by (XXH3-64 of the key
+ * bytes; not policy_client_key_hash, which the eBPF ABI fixes). Inline, so
+ * a caller that keeps a cache of its own indexes it with the same hash and
+ * hands it on: the key is hashed once per request. */
+static inline uint64_t snapshot_client_key_hash(const char *key, size_t len)
+{
+	return XXH3_64bits(key, len);
+}
+
+/* snapshot_lookup_client() with hash == snapshot_client_key_hash(key, len). */
+const struct snapshot_client *snapshot_lookup_client_hash(const struct snapshot *s,
+							 const char *key, size_t len,
+							 uint64_t hash);
 
 /* A rate limit as the request path runs it: the resource and its limiter
  * plan, derived once when the limit entered the ruleset. Borrowed from the

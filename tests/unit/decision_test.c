@@ -460,3 +460,66 @@ Test(decision, memoized_and_fresh_answers_agree_over_many_clients)
 	}
 	snapshot_unref(s);
 }
+
+/* The memo also remembers where a client's bucket lives in the limiter
+ * (a hint the limiter checks). Counts stay exact when the bucket is swept
+ * and re-created, and when the same snapshot is evaluated against another
+ * limiter; for a key at the memo's length limit and one just over it. */
+Test(decision, memoized_bucket_slots_keep_counts_exact_across_sweeps_and_limiters)
+{
+	static const char *const json[] = {
+		"{\"rateLimit\": {\"id\": \"three\", \"algorithm\": \"TOKEN_BUCKET\", \"rate\": \"3\","
+		" \"unit\": \"HOUR\", \"burst\": \"3\"}}",
+		"{\"client\": {\"id\": \"in\", \"keys\": [\"k-twenty-five-bytes-long!\"],"
+		" \"rateLimit\": \"three\"}}",
+		"{\"client\": {\"id\": \"out\", \"keys\": [\"k-twenty-six-bytes-long-xy\"],"
+		" \"rateLimit\": \"three\"}}",
+		"{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}",
+		"{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}",
+		NULL,
+	};
+	static const char *const keys[] = { "k-twenty-five-bytes-long!", "k-twenty-six-bytes-long-xy" };
+	struct snapshot *s = build(json);
+	const uint64_t later = S + 2 * 3600 * S;
+
+	/* MEMO_KEY_MAX in decision.c is 25. */
+	cr_assert_eq(strlen(keys[0]), 25);
+	cr_assert_eq(strlen(keys[1]), 26);
+	for (size_t k = 0; k < 2; k++) {
+		struct decision_request r = request("x", "GET", "/a", keys[k], "10.0.0.1");
+		struct limiter *l1, *l2;
+		unsigned ok = 0;
+		struct decision d;
+
+		cr_assert_eq(limiter_new(&(struct limiter_config){ .idle_ttl_ns = S }, &l1), 0);
+		cr_assert_eq(limiter_new(&(struct limiter_config){ .idle_ttl_ns = S }, &l2), 0);
+		for (int i = 0; i < 5; i++) {
+			decision_eval(s, l1, &r, S, &d);
+			ok += d.verdict == DECISION_ALLOW;
+		}
+		cr_assert_eq(ok, 3, "key %zu: the burst, then 429", k);
+		cr_assert_str_eq(d.client->id, k ? "out" : "in");
+		/* Full again after an hour, idle for a second: reclaimed. */
+		cr_assert_eq(limiter_sweep(l1, later), 1);
+		ok = 0;
+		for (int i = 0; i < 5; i++) {
+			decision_eval(s, l1, &r, later, &d);
+			ok += d.verdict == DECISION_ALLOW;
+		}
+		cr_assert_eq(ok, 3, "key %zu: a swept bucket starts again full, once", k);
+		/* Another limiter: its own fresh bucket; l1's stays spent. */
+		ok = 0;
+		for (int i = 0; i < 5; i++) {
+			decision_eval(s, l2, &r, later, &d);
+			ok += d.verdict == DECISION_ALLOW;
+		}
+		cr_assert_eq(ok, 3, "key %zu: another limiter's bucket", k);
+		decision_eval(s, l1, &r, later, &d);
+		cr_assert_eq(d.verdict, DECISION_RATE_LIMITED, "key %zu", k);
+		cr_assert_eq(limiter_count(l1), 1);
+		cr_assert_eq(limiter_count(l2), 1);
+		limiter_free(l1);
+		limiter_free(l2);
+	}
+	snapshot_unref(s);
+}

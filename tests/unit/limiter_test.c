@@ -1208,3 +1208,125 @@ Test(limiter_table, a_prepared_plan_answers_exactly_like_the_params)
 	limiter_free(a);
 	limiter_free(b);
 }
+
+/* ---- slot hints ---- */
+
+/* How a test treats the hint between two checks of the same key. */
+enum hint_use {
+	HINT_NONE,       /* always 0 */
+	HINT_KEPT,       /* what the last call stored */
+	HINT_OTHER_KEY,  /* the slot of another live key */
+	HINT_PAST_TABLE, /* an index beyond this table */
+	HINT_FOREIGN,    /* stored by another limiter for the same key */
+};
+
+struct hint_case {
+	char name[48];
+	enum hint_use use;
+	struct limiter_params p;
+};
+
+ParameterizedTestParameters(limiter_table, a_hint_is_only_a_shortcut)
+{
+	static struct hint_case cases[] = {
+		{ "no hint, token bucket", HINT_NONE, { TB, 3, NS_PER_S, 4 } },
+		{ "kept hint, token bucket", HINT_KEPT, { TB, 3, NS_PER_S, 4 } },
+		{ "kept hint, leaky bucket", HINT_KEPT, { LB, 7, NS_PER_MIN, 2 } },
+		{ "kept hint, sliding window", HINT_KEPT, { SW, 10, NS_PER_S, 1 } },
+		{ "another key's slot", HINT_OTHER_KEY, { TB, 3, NS_PER_S, 4 } },
+		{ "another key's slot, sliding", HINT_OTHER_KEY, { SW, 10, NS_PER_S, 1 } },
+		{ "past the table", HINT_PAST_TABLE, { TB, 3, NS_PER_S, 4 } },
+		{ "from another limiter", HINT_FOREIGN, { LB, 3, NS_PER_S, 4 } },
+	};
+	return cr_make_param_array(struct hint_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* limiter_check_hint under every kind of hint answers exactly what
+ * limiter_check_plan answers on a twin table, and never touches another
+ * key's bucket. */
+ParameterizedTest(struct hint_case *c, limiter_table, a_hint_is_only_a_shortcut)
+{
+	const uint64_t key = same_home_key(1), other = same_home_key(2);
+	struct limiter *a, *b, *big;
+	struct limiter_plan plan;
+	uint32_t hint = 0, other_hint = 0, foreign_hint = 0;
+	uint64_t now = T0;
+
+	cr_log_info("case: %s", c->name);
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 64 }, &a), 0);
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 64 }, &b), 0);
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 4096 }, &big), 0);
+	limiter_plan_init(&c->p, &plan);
+	for (int i = 0; i < 300; i++) {
+		struct limiter_result ra, rb, ro;
+
+		now += (uint64_t)(i * 7919 % 131) * NS_PER_MS;
+		/* The other key lives in the same probe run, next to ours. */
+		cr_assert_eq(limiter_check_plan(a, other, &plan, now, &ro), 0);
+		cr_assert_eq(limiter_check_hint(b, other, &plan, now, &other_hint, &rb), 0);
+		cr_assert_eq(ro.allowed, rb.allowed, "other key, request %d", i);
+		cr_assert_eq(ro.remaining, rb.remaining, "other key, request %d", i);
+		cr_assert_eq(limiter_check_hint(big, key, &plan, now, &foreign_hint, &ro), 0);
+		switch (c->use) {
+		case HINT_NONE:
+			hint = 0;
+			break;
+		case HINT_KEPT:
+			break;
+		case HINT_OTHER_KEY:
+			hint = other_hint;
+			break;
+		case HINT_PAST_TABLE:
+			hint = UINT32_MAX;
+			break;
+		case HINT_FOREIGN:
+			hint = foreign_hint;
+			break;
+		}
+		cr_assert_eq(limiter_check_plan(a, key, &plan, now, &ra), 0);
+		cr_assert_eq(limiter_check_hint(b, key, &plan, now, &hint, &rb), 0);
+		cr_assert_eq(ra.allowed, rb.allowed, "request %d", i);
+		cr_assert_eq(ra.limit, rb.limit);
+		cr_assert_eq(ra.remaining, rb.remaining, "request %d", i);
+		cr_assert_eq(ra.reset_ns, rb.reset_ns);
+		cr_assert_eq(ra.retry_after_ns, rb.retry_after_ns);
+		cr_assert_eq(ra.delay_ns, rb.delay_ns);
+		if (i > 0)
+			cr_assert_neq(hint, 0, "an existing bucket's slot is handed back");
+	}
+	cr_assert_eq(limiter_count(b), 2, "no bucket added twice");
+	limiter_free(a);
+	limiter_free(b);
+	limiter_free(big);
+}
+
+/* A key swept while a caller still holds its hint, its slot then taken by
+ * another key: the hint must neither charge nor read that key's bucket. */
+Test(limiter_table, a_stale_hint_after_a_sweep_does_not_touch_the_new_owner)
+{
+	struct limiter *l = new_table(1000, NS_PER_S);
+	struct limiter_params p = mkp(TB, 1, NS_PER_S, 1);
+	struct limiter_plan plan;
+	struct limiter_result r;
+	uint32_t hint = 0, stale;
+	const uint64_t later = T0 + 10 * NS_PER_S;
+
+	limiter_plan_init(&p, &plan);
+	cr_assert_eq(limiter_check_hint(l, same_home_key(0), &plan, T0, &hint, &r), 0);
+	cr_assert(r.allowed);
+	cr_assert_eq(limiter_check_hint(l, same_home_key(0), &plan, T0, &hint, &r), 0);
+	cr_assert_not(r.allowed);
+	cr_assert_neq(hint, 0);
+	stale = hint;
+	cr_assert_eq(limiter_sweep(l, later), 1);
+	/* The new key takes the freed slot (the first of the run) and its
+	 * only token. */
+	cr_assert(check(l, same_home_key(5), &p, later));
+	hint = stale;
+	cr_assert_eq(limiter_check_hint(l, same_home_key(0), &plan, later, &hint, &r), 0);
+	cr_assert(r.allowed, "the swept key starts again full");
+	cr_assert_neq(hint, stale, "the hint follows the key to its new slot, or is dropped");
+	cr_assert_not(check(l, same_home_key(5), &p, later), "the new owner was not refilled");
+	cr_assert_eq(limiter_count(l), 2);
+	limiter_free(l);
+}

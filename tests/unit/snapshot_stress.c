@@ -1,5 +1,8 @@
 /* snapshot_stress.c - readers on the published snapshot while one writer
  * applies and publishes thousands of random deltas.
+ * Readers also run decisions against one shared limiter that the writer
+ * keeps sweeping: each thread's client memo must never answer from an
+ * older snapshot, and its bucket hints must survive buckets being swept.
  *
  * A plain program (no Criterion) so that ThreadSanitizer sees only these
  * threads. Readers check invariants a torn or freed snapshot would break;
@@ -13,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
+#include "decision.h"
 #include "fixture.h"
+#include "limiter.h"
 #include "policy.h"
 #include "policy_wire.h"
 #include "snapshot.h"
@@ -263,23 +270,79 @@ static void check_snapshot(const struct snapshot *s, uint64_t *last_version)
 	}
 }
 
-static long total_reads;
+static long total_reads, total_decisions;
+/* Shared by every reader's decisions; swept by the writer. */
+static struct limiter *lim;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* One decision for client c<i>'s "alt" key on route t<j> (when present):
+ * whatever the memo holds, a decision that gets as far as the client must
+ * name the client this snapshot has for the key. Returns whether a limit
+ * was checked. */
+static bool check_decision(const struct snapshot *s, unsigned i, unsigned j)
+{
+	char key[32], tid[16], path[80];
+	const struct policy_res *t;
+	struct decision_request r = { 0 };
+	struct decision d;
+
+	snprintf(key, sizeof(key), "alt-c%u", i);
+	snprintf(tid, sizeof(tid), "t%u", j);
+	r.client_key = key;
+	r.client_key_len = strlen(key);
+	r.method = "GET";
+	r.method_len = 3;
+	r.host = "";
+	r.path = "/";
+	r.path_len = 1;
+	r.source.family = AF_INET;
+	r.source.addr[0] = 10;
+	if ((t = snapshot_get(s, POLICY_KIND_ROUTE, tid))) {
+		r.host = t->u.route.host;
+		snprintf(path, sizeof(path), "%s/x", t->u.route.match_prefix);
+		r.path = path;
+		r.path_len = strlen(path);
+	}
+	r.host_len = strlen(r.host);
+	decision_eval(s, lim, &r, mono_ns(), &d);
+	/* Refused before the client stage (403, 404, 405): no client named. */
+	if ((d.verdict == DECISION_ALLOW || d.verdict == DECISION_RATE_LIMITED) &&
+	    d.client != snapshot_find_client(s, key, strlen(key)))
+		fail("version %llu: key %s decided as %s", (unsigned long long)snapshot_version(s),
+		     key, d.client ? d.client->id : "nobody");
+	return d.limits_checked > 0;
+}
 
 static void *reader_main(void *arg)
 {
-	uint64_t last = 0;
-	long reads = 0;
+	uint64_t last = 0, x = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+	long reads = 0, decisions = 0;
 
-	(void)arg;
 	snapshot_thread_online();
 	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
 		snapshot_read_lock();
 		check_snapshot(snapshot_cell_get(cell), &last);
 		snapshot_read_unlock();
 		reads++;
+		/* A few clients again and again, as traffic is: memo hits. */
+		for (int k = 0; k < 8; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+			snapshot_read_lock();
+			decisions += check_decision(snapshot_cell_get(cell), (unsigned)(x % 8),
+						    (unsigned)(x >> 8) % NT);
+			snapshot_read_unlock();
+		}
 	}
 	snapshot_thread_offline();
 	__atomic_add_fetch(&total_reads, reads, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&total_decisions, decisions, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -454,9 +517,16 @@ int main(void)
 		fprintf(stderr, "snapshot_stress: out of memory\n");
 		return 1;
 	}
+	/* Buckets idle for 1 ns go at the next sweep: most are swept while
+	 * readers hold hints to them. */
+	if (limiter_new(&(struct limiter_config){ .max_buckets = 4096, .idle_ttl_ns = 1 },
+			&lim) < 0) {
+		fprintf(stderr, "snapshot_stress: out of memory\n");
+		return 1;
+	}
 	snapshot_thread_online();
 	for (int i = 0; i < N_READERS; i++) {
-		if (pthread_create(&th[i], NULL, reader_main, NULL) != 0) {
+		if (pthread_create(&th[i], NULL, reader_main, (void *)(uintptr_t)(i + 1)) != 0) {
 			fprintf(stderr, "snapshot_stress: pthread_create failed\n");
 			return 1;
 		}
@@ -499,6 +569,8 @@ int main(void)
 		snapshot_unref(cur);
 		cur = next;
 		snapshot_cell_publish(cell, snapshot_ref(cur));
+		if (v % 16 == 0)
+			limiter_sweep(lim, mono_ns());
 	}
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < N_READERS; i++)
@@ -528,7 +600,13 @@ int main(void)
 			N_DELTAS);
 		return 1;
 	}
-	printf("snapshot_stress: %u deltas applied, %u refused, %ld reads by %d readers\n",
-	       applied, refused, total_reads, N_READERS);
+	limiter_free(lim);
+	if (total_decisions == 0) {
+		fprintf(stderr, "snapshot_stress: FAILED: no decision checked a limit\n");
+		return 1;
+	}
+	printf("snapshot_stress: %u deltas applied, %u refused, %ld reads and %ld limited"
+	       " decisions by %d readers\n", applied, refused, total_reads, total_decisions,
+	       N_READERS);
 	return 0;
 }

@@ -868,6 +868,32 @@ Test(snapshot, find_client_by_each_key_and_by_id)
 	snapshot_unref(s);
 }
 
+/* The request path hashes a key once and hands the hash on: the hashed
+ * lookup must answer exactly as the plain one, including for absent keys. */
+Test(snapshot, lookup_client_by_precomputed_hash_agrees)
+{
+	static const char *const keys[] = { "k1", "k2", "longer-key-with-dashes", "plain",
+					    "k-off", "acme", "k", "k1x", "" };
+	struct rlist l = { 0 };
+	struct snapshot *s;
+
+	rl_add(&l, mk_client("acme", STRV("k1", "k2", "longer-key-with-dashes"), NULL));
+	rl_add(&l, mk_client("plain", NULL, NULL));
+	rl_add(&l, mk_client_full("off", STRV("k-off"), NULL, 3, true));
+	s = build_ok(1, &l);
+	rl_free(&l);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		size_t n = strlen(keys[i]);
+		const struct snapshot_client *a = snapshot_lookup_client(s, keys[i], n);
+		const struct snapshot_client *b =
+			snapshot_lookup_client_hash(s, keys[i], n, snapshot_client_key_hash(keys[i], n));
+
+		cr_assert_eq(a, b, "key '%s'", keys[i]);
+		cr_assert_eq(a != NULL, i < 5, "key '%s'", keys[i]);
+	}
+	snapshot_unref(s);
+}
+
 struct route_case {
 	char name[64];
 	char host[32];
@@ -898,6 +924,14 @@ ParameterizedTestParameters(snapshot, match_route_picks_host_then_longest_prefix
 		{ "deep route shorter path", "deep.example.com", "/a/b/c", "any-root" },
 		{ "deep route sibling", "deep.example.com", "/a/b/c/dd", "any-root" },
 		{ "host match is exact", "API.example.com", "/api", "any-root" },
+		{ "trailing slashes", "api.example.com", "/api/v2///", "h-api-v2" },
+		{ "trailing slash then query", "api.example.com", "/api/v2/?q=1", "h-api-v2" },
+		{ "only a query is the root", "api.example.com", "?/api/v2", "h-root" },
+		{ "inner double slash", "api.example.com", "/api//v2", "h-api" },
+		{ "double slash after the prefix", "api.example.com", "/api/v2//x", "h-api-v2" },
+		{ "query right after the prefix", "deep.example.com", "/a/b/c/d?e", "deep" },
+		{ "slashes past the deepest route", "deep.example.com", "/a/b/c/d//", "deep" },
+		{ "relative path is the root", "www.example.com", "static/img", "any-root" },
 	};
 	return cr_make_param_array(struct route_case, cases, sizeof(cases) / sizeof(cases[0]));
 }

@@ -15,6 +15,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "bench_record.h"
 #include "client_abi.h"
 #include "frames.h"
 #include "policy.h"
@@ -95,21 +96,10 @@ static long bench_frame(int prog_fd, const struct frame_spec *s, int want)
 
 static void record(long non_tcp, long tcp_other, long http)
 {
-	const char *path = getenv("SLUICE_BENCH_RESULTS");
-	char date[32];
-	time_t now = time(NULL);
-	FILE *f;
+	char cols[128];
 
-	if (!getenv("SLUICE_BENCH_RECORD") || !path)
-		return;
-	f = fopen(path, "a");
-	if (!f) {
-		fprintf(stderr, "bpf_bench: cannot append to '%s': %s\n", path, strerror(errno));
-		return;
-	}
-	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-	fprintf(f, "| %s | bpf | %ld | %ld | %ld |\n", date, non_tcp, tcp_other, http);
-	fclose(f);
+	snprintf(cols, sizeof(cols), "bpf | %ld | %ld | %ld", non_tcp, tcp_other, http);
+	bench_record("bpf_bench", "bpf", cols);
 }
 
 int main(void)

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_record.h"
 #include "decision.h"
 #include "fixture.h"
 #include "limiter.h"
@@ -489,24 +490,6 @@ static double bench_full_copy(const struct snapshot *s, size_t *copy_bytes)
 	return (double)percentile(lat, N_FULL_COPIES, 0.5) / 1000.0;
 }
 
-static void record(const char *line)
-{
-	const char *path = getenv("SLUICE_BENCH_RESULTS");
-	FILE *f;
-
-	if (!getenv("SLUICE_BENCH_RECORD"))
-		return;
-	if (!path)
-		path = "bench/RESULTS.md";
-	f = fopen(path, "a");
-	if (!f) {
-		fprintf(stderr, "policy_bench: cannot append to '%s': %s\n", path, strerror(errno));
-		return;
-	}
-	fputs(line, f);
-	fclose(f);
-}
-
 int main(void)
 {
 	struct policy_errs errs;
@@ -516,9 +499,8 @@ int main(void)
 	size_t n, heap0, snap_bytes, copy_bytes = 0;
 	uint64_t t0, dec_median, dec_p99, uni_median, uni_p99, hot_median, hot_p99;
 	double apply_us, full_us, peak_ratio, mean, mean_batched;
-	char line[512], date[32];
+	char line[512];
 	const char *only;
-	time_t now = time(NULL);
 
 	snapshot_thread_online();
 	res = make_resources(&n);
@@ -586,13 +568,11 @@ int main(void)
 	printf("apply_peak_mem_ratio: %.4f\n", peak_ratio);
 	printf("full_copy_peak_mem_ratio: %.4f\n", (double)(snap_bytes + copy_bytes) / (double)snap_bytes);
 
-	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-	snprintf(line, sizeof(line),
-		 "| %s | policy | %lu | %lu | %lu | %lu | %.2f | %.1f | %.0f | %.4f |\n", date,
+	snprintf(line, sizeof(line), "policy | %lu | %lu | %lu | %lu | %.2f | %.1f | %.0f | %.4f",
 		 (unsigned long)dec_median, (unsigned long)dec_p99, (unsigned long)uni_median,
 		 (unsigned long)hot_median, apply_us, full_us,
 		 full_us / apply_us, peak_ratio);
-	record(line);
+	bench_record("policy_bench", "policy", line);
 
 	snapshot_cell_free(cell);
 	snapshot_thread_offline();

@@ -44,6 +44,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "bench_record.h"
 #include "etcd_helper.h"
 #include "fleet_sim.h"
 #include "sluice/v1/admin.pb-c.h"
@@ -744,22 +745,10 @@ static int raise_nofile(unsigned max_n)
 static void record(const struct run *runs, size_t n_runs, bool tls)
 {
 	static const unsigned cols[] = { 10, 100, 1000 };
-	const char *path = getenv("SLUICE_BENCH_RESULTS");
-	char date[32];
-	time_t now = time(NULL);
-	FILE *f;
+	char line[512];
+	size_t len;
 
-	if (!getenv("SLUICE_BENCH_RECORD"))
-		return;
-	if (!path)
-		path = "bench/RESULTS.md";
-	f = fopen(path, "a");
-	if (!f) {
-		fprintf(stderr, "%s: cannot append to '%s': %s\n", prog, path, strerror(errno));
-		return;
-	}
-	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-	fprintf(f, "| %s | %s |", date, tls ? "fleet (mtls)" : "fleet");
+	len = (size_t)snprintf(line, sizeof(line), "%s", tls ? "fleet (mtls)" : "fleet");
 	for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
 		const struct run *r = NULL;
 
@@ -767,13 +756,12 @@ static void record(const struct run *runs, size_t n_runs, bool tls)
 			if (runs[i].n == cols[c] && runs[i].done)
 				r = &runs[i];
 		if (r)
-			fprintf(f, " %.1f | %.1f | %.1f |", r->p50_ms, r->p99_ms,
-				r->rss_per_node_kib);
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " | %.1f | %.1f | %.1f",
+						r->p50_ms, r->p99_ms, r->rss_per_node_kib);
 		else
-			fputs(" - | - | - |", f);
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " | - | - | -");
 	}
-	fputc('\n', f);
-	fclose(f);
+	bench_record(prog, "fleet", line);
 }
 
 static int write_token(const char *dir)

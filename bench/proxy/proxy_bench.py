@@ -13,7 +13,6 @@ appends a dated row to bench/RESULTS.md. Method: bench/proxy/README.md.
 """
 import argparse
 import ctypes
-import datetime
 import http.client
 import json
 import os
@@ -430,8 +429,16 @@ class Bench:
             return "%d socket errors in %d requests" % (run["socket_errors"], n)
         frac = run["non2xx"] / n
         if c.scenario == "reject" and c.name != "direct":
-            if frac < REJECT_MIN_FRAC:
-                return "only %.1f%% of requests answered 4xx/5xx" % (100 * frac)
+            # Each key earns one request back per minute (1r/m), all at
+            # once since the warm-up spent them together: a run that spans
+            # that minute lets up to N_CLIENTS through per started minute.
+            # On a slow (busy) machine that is more than 10 % of a run's
+            # requests without anything being wrong.
+            passed = n - run["non2xx"]
+            refill = N_CLIENTS * -(-self.args.seconds // 60)
+            if frac < REJECT_MIN_FRAC and passed > refill:
+                return "only %.1f%% of requests answered 4xx/5xx (%d passed, " \
+                       "refills allow %d)" % (100 * frac, passed, refill)
         elif frac > PLAIN_MAX_FAIL_FRAC:
             return "%.2f%% of requests answered 4xx/5xx" % (100 * frac)
         return None
@@ -470,8 +477,15 @@ class Bench:
             # it also spends each key's allowance so the measured runs see
             # the steady rejecting state.
             for c in live:
-                self.wrk(c, self.args.warmup)
+                done = self.wrk(c, self.args.warmup)["requests"]
                 if scenario == "reject" and c.name != "direct":
+                    # Every key must have spent its allowance, whatever
+                    # the machine's speed: warm up until the rotation has
+                    # gone round once (bounded: 15 more warm-ups at most).
+                    for _ in range(15):
+                        if done >= N_CLIENTS + self.args.connections:
+                            break
+                        done += self.wrk(c, self.args.warmup)["requests"]
                     c.error = self.check_rejects_are_429(c)
             for i in range(self.args.runs):
                 for c in live:
@@ -559,41 +573,19 @@ class Bench:
         self.record(ratios)
 
     def record(self, ratios):
+        """One row under `## proxy` in bench/RESULTS.md, through bench/record.py."""
         if not os.environ.get("SLUICE_BENCH_RECORD"):
             return
         path = os.environ.get("SLUICE_BENCH_RESULTS") or "bench/RESULTS.md"
-        cols = []
+        cols = ["proxy", "%dx%ds" % (self.args.runs, self.args.seconds)]
         for scenario in ALL_SCENARIOS:
             cols += list(ratios.get(scenario, ("-", "-", "-", "-")))
-        try:
-            with open(path, "r") as f:
-                has_section = "\n## proxy\n" in f.read()
-        except OSError:
-            has_section = False
-        try:
-            with open(path, "a") as f:
-                if not has_section:
-                    f.write(RESULTS_SECTION)
-                f.write("| %s | proxy | %dx%ds | %s |\n" % (
-                    datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-                    self.args.runs, self.args.seconds, " | ".join(cols)))
-        except OSError as e:
-            print("proxy_bench: cannot append to '%s': %s" % (path, e), file=sys.stderr)
+        recorder = os.path.join(os.path.dirname(os.path.abspath(path)), "record.py")
+        r = subprocess.run([sys.executable, recorder, path, "proxy", " | ".join(cols)])
+        if r.returncode != 0:
+            print("proxy_bench: recording in '%s' failed" % path, file=sys.stderr)
 
 
-RESULTS_SECTION = """
-## proxy
-
-sluice-node against nginx (`limit_req`) and haproxy (stick table) on
-loopback, one worker each on CPU 0, wrk and an nginx backend on CPU 1,
-10,000 rotating Client-ID values, medians of interleaved runs
-(bench/proxy/README.md). `cpu` = best peer's µs/req ÷ sluice-node's
-(> 1: Sluice spends less CPU per request), `rps` = sluice-node's req/s ÷ best
-peer's; `us` columns are the proxies' own CPU time per request.
-
-| date | suite | runs | plain_cpu | plain_rps | plain_sluice_us | plain_peer_us | reject_cpu | reject_rps | reject_sluice_us | reject_peer_us | tls_cpu | tls_rps | tls_sluice_us | tls_peer_us |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-"""
 
 
 def fmt(v, digits):

@@ -42,6 +42,7 @@
 #define PROXY_SPLICE_CHUNK (64u * 1024)       /* default pipe capacity */
 #define PROXY_LOG_BUF_BYTES (64u * 1024)
 #define PROXY_TLS_IN_BYTES (17u * 1024)   /* one TLS record and then some */
+#define PROXY_MERGE_BODY_BYTES 4096u      /* relayed bodies up to this join the head's send */
 
 /* One labelled counter table per worker: (label, code) -> count. Owned by
  * its worker, lives until proxy_free; the worker is the only writer, a
@@ -116,6 +117,9 @@ int proxy_buf_reserve(struct proxy_buf *b, size_t extra);
 void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n); /* on ENOMEM sets len = SIZE_MAX */
 void proxy_buf_str(struct proxy_buf *b, const char *s);
 void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void proxy_buf_u64(struct proxy_buf *b, uint64_t v);       /* decimal, no printf */
+/* Writes v in decimal at out (room for 20 digits); returns the length. */
+size_t proxy_fmt_u64(char *out, uint64_t v);
 void proxy_buf_free(struct proxy_buf *b);
 #define PROXY_BUF_FAILED(b) ((b)->len == SIZE_MAX)
 
@@ -127,6 +131,8 @@ struct proxy_upconn;
 struct proxy_upool {
 	struct proxy_upool *next;
 	char key[POLICY_MAX_HOST_LEN + 16];   /* "host:port" */
+	size_t host_len;                       /* bytes of host in key */
+	uint16_t port;
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
 	int resolve_err;                       /* -errno: name did not resolve */
@@ -156,6 +162,16 @@ struct proxy_conn {
 
 	struct cidr_addr peer;
 	char peer_str[48];
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer_sa;                             /* for proxy_config.on_reject */
+	socklen_t peer_sa_len;
+	/* The client-id header of the request being decided: a view into
+	 * rbuf, set only while handle_request runs (NULL otherwise). */
+	const char *req_cid;
+	size_t req_cid_len;
 
 	/* Receive buffer: [rpos, rlen) is unconsumed. */
 	char *rbuf;
@@ -267,15 +283,25 @@ struct proxy_worker {
 	unsigned rr;                           /* endpoint round robin */
 	bool draining, stop_accept_done;
 	uint64_t next_tick_ns;
+	/* CLOCK_MONOTONIC read once per batch of completions: deadlines have
+	 * PROXY_TICK_MS resolution and a batch takes microseconds, so one
+	 * clock read serves every request in it. */
+	uint64_t now_ns;
 
 	struct http_header headers[PROXY_MAX_FIELDS];
 	char *scratch;                         /* PROXY_UP_BUF_BYTES: chunk scan, decoding */
 
-	/* Access log: lines collect in buf[cur]; the other one may be in a write. */
+	/* Access log: lines collect in buf[cur]; while log_pending, buf[cur ^ 1]
+	 * is being written (log_off bytes of it are out already) and is emptied
+	 * only when its write completes, so no line is written twice. */
 	char *logbuf[2];
 	size_t loglen[2];
+	size_t log_off;
 	unsigned logcur;
 	bool log_pending;
+	char log_ts[32];                       /* "YYYY-mm-ddTHH:MM:SS" of log_ts_sec */
+	size_t log_ts_len;
+	int64_t log_ts_sec;
 	struct proxy_op op_log;
 
 	struct proxy_ltable *requests;         /* (route, status) */

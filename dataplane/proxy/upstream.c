@@ -128,17 +128,25 @@ static void resolve(struct proxy_upool *pool, const struct policy_endpoint *ep)
 
 static struct proxy_upool *pool_get(struct proxy_worker *w, const struct policy_endpoint *ep)
 {
-	char key[sizeof(((struct proxy_upool *)0)->key)];
+	size_t hl = strlen(ep->host), n;
 	struct proxy_upool *pool;
 
-	snprintf(key, sizeof(key), "%s:%u", ep->host, ep->port);
+	/* Per request: compared field by field, the key is formatted once. */
 	for (pool = w->pools; pool; pool = pool->next)
-		if (strcmp(pool->key, key) == 0)
+		if (pool->port == ep->port && pool->host_len == hl &&
+		    memcmp(pool->key, ep->host, hl) == 0)
 			return pool;
+	if (hl + 7 > sizeof(pool->key))
+		return NULL;
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return NULL;
-	memcpy(pool->key, key, sizeof(key));
+	memcpy(pool->key, ep->host, hl);
+	pool->key[hl] = ':';
+	n = proxy_fmt_u64(pool->key + hl + 1, ep->port);
+	pool->key[hl + 1 + n] = '\0';
+	pool->host_len = hl;
+	pool->port = ep->port;
 	resolve(pool, ep);
 	pool->next = w->pools;
 	w->pools = pool;
@@ -217,6 +225,9 @@ static void urecv(struct proxy_upconn *u)
 		return;
 	sqe = proxy_get_sqe(u->w);
 	io_uring_prep_recv(sqe, u->fd, u->rbuf + u->rlen, PROXY_UP_BUF_BYTES - u->rlen, 0);
+	/* Armed right after a request went out or when the connection goes
+	 * idle: nothing to read yet, so skip the attempt and wait. */
+	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data(sqe, &u->op_recv);
 	u->recv_pending = true;
 	u->inflight++;
@@ -226,11 +237,17 @@ static void usend(struct proxy_upconn *u)
 {
 	struct io_uring_sqe *sqe;
 
-	memset(&u->msg, 0, sizeof(u->msg));
-	u->msg.msg_iov = u->iov;
-	u->msg.msg_iovlen = u->iovcnt;
 	sqe = proxy_get_sqe(u->w);
-	io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
+	if (u->iovcnt == 1) {
+		/* The common case (a request without a body): send has no
+		 * msghdr for the kernel to copy in. */
+		io_uring_prep_send(sqe, u->fd, u->iov[0].iov_base, u->iov[0].iov_len, MSG_NOSIGNAL);
+	} else {
+		memset(&u->msg, 0, sizeof(u->msg));
+		u->msg.msg_iov = u->iov;
+		u->msg.msg_iovlen = u->iovcnt;
+		io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data(sqe, &u->op_send);
 	u->send_pending = true;
 	u->inflight++;
@@ -251,7 +268,7 @@ void proxy_up_detach(struct proxy_conn *c, bool reusable)
 		u->reused = false;
 		u->head_done = false;
 		u->rlen = 0;
-		u->idle_since_ns = proxy_now_ns();
+		u->idle_since_ns = w->now_ns;
 		u->next = u->pool->idle;
 		u->pool->idle = u;
 		u->pool->n_idle++;
@@ -400,15 +417,22 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 		proxy_buf_str(b, *seen ? ", " : out);
 		if (pass == 0)
 			proxy_buf_str(b, c->peer_str);
-		else if (pass == 1)
-			proxy_buf_fmt(b, "for=%s%s%s%s;proto=%s", v6 ? "\"[" : "", c->peer_str,
-				      v6 ? "]" : "", v6 ? "\"" : "", c->tls_port ? "https" : "http");
+		else if (pass == 1) {
+			proxy_buf_str(b, v6 ? "for=\"[" : "for=");
+			proxy_buf_str(b, c->peer_str);
+			proxy_buf_str(b, v6 ? "]\";proto=" : ";proto=");
+			proxy_buf_str(b, c->tls_port ? "https" : "http");
+		}
 		else
 			proxy_buf_str(b, req->version_minor == 0 ? "1.0 sluice" : "1.1 sluice");
 		proxy_buf_add(b, "\r\n", 2);
 	}
 	if (c->body_mode == BODY_LENGTH)
-		proxy_buf_fmt(b, "Content-Length: %llu\r\n", (unsigned long long)c->body_left);
+	{
+		proxy_buf_str(b, "Content-Length: ");
+		proxy_buf_u64(b, c->body_left);
+		proxy_buf_add(b, "\r\n", 2);
+	}
 	else if (c->body_mode == BODY_CHUNKED)
 		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
 	proxy_buf_add(b, "\r\n", 2);
@@ -663,8 +687,9 @@ struct resp_head {
 
 static bool is_tchar(unsigned char ch)
 {
-	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+	/* RFC 9110 tchar; '-' first: it is in most field names. */
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '-' ||
+	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+.^_`|~", ch) != NULL);
 }
 
 /* Parses a response head in buf[0..len). Returns its length, -EAGAIN, or
@@ -675,11 +700,16 @@ static int parse_response(const char *buf, size_t len, struct http_header *hdrs,
 	const char *end = NULL, *p, *line_end;
 	size_t head_len;
 
-	for (size_t i = 3; i < len; i++) {
-		if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
-			end = buf + i + 1;
+	/* From one LF to the next: the head ends at the first CRLFCRLF. */
+	for (const char *q = len > 3 ? buf + 3 : NULL; q && q < buf + len;) {
+		q = memchr(q, '\n', (size_t)(buf + len - q));
+		if (!q)
+			break;
+		if (q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r') {
+			end = q + 1;
 			break;
 		}
+		q++;
 	}
 	if (!end)
 		return -EAGAIN;
@@ -812,7 +842,11 @@ static int start_response(struct proxy_conn *c, const struct resp_head *rh, size
 		c->close_after = true;
 
 	b->len = 0;
-	proxy_buf_fmt(b, "HTTP/1.1 %d %.*s\r\n", rh->status, (int)rh->reason.len, rh->reason.ptr);
+	proxy_buf_str(b, "HTTP/1.1 ");
+	proxy_buf_u64(b, (uint64_t)rh->status);
+	proxy_buf_add(b, " ", 1);
+	proxy_buf_add(b, rh->reason.ptr, rh->reason.len);
+	proxy_buf_add(b, "\r\n", 2);
 	for (size_t i = 0; i < rh->num_headers; i++) {
 		const struct http_header *h = &hdrs[i];
 
@@ -826,7 +860,7 @@ static int start_response(struct proxy_conn *c, const struct resp_head *rh, size
 			proxy_buf_add(b, h->name.ptr, h->name.len);
 			proxy_buf_add(b, ": ", 2);
 			proxy_buf_add(b, h->value.ptr, h->value.len);
-			proxy_buf_fmt(b, ", 1.%d sluice\r\n", rh->version_minor);
+			proxy_buf_str(b, rh->version_minor ? ", 1.1 sluice\r\n" : ", 1.0 sluice\r\n");
 			continue;
 		}
 		proxy_buf_add(b, h->name.ptr, h->name.len);
@@ -835,7 +869,7 @@ static int start_response(struct proxy_conn *c, const struct resp_head *rh, size
 		proxy_buf_add(b, "\r\n", 2);
 	}
 	if (!via)
-		proxy_buf_fmt(b, "Via: 1.%d sluice\r\n", rh->version_minor);
+		proxy_buf_str(b, rh->version_minor ? "Via: 1.1 sluice\r\n" : "Via: 1.0 sluice\r\n");
 	if (u->mode == RESP_CHUNKED && !c->http10)
 		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
 	proxy_buf_str(b, c->rl_hdr);
@@ -950,7 +984,17 @@ static void relay(struct proxy_conn *c, size_t start)
 		n = seg;
 		break;
 	}
-	if (n) {
+	if (n && c->iovcnt == 1 && n <= PROXY_MERGE_BODY_BYTES) {
+		/* A small body goes out with the head in one plain send: a
+		 * copy of a few bytes costs less than a sendmsg with two iovecs. */
+		proxy_buf_add(&c->wbuf, data, n);
+		if (PROXY_BUF_FAILED(&c->wbuf)) {
+			fail(c, 502, "no_memory");
+			return;
+		}
+		c->iov[0].iov_base = c->wbuf.p;
+		c->iov[0].iov_len = c->wbuf.len;
+	} else if (n) {
 		c->iov[c->iovcnt].iov_base = data;
 		c->iov[c->iovcnt++].iov_len = n;
 	}

@@ -93,6 +93,34 @@ void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+size_t proxy_fmt_u64(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+static char *put_str(char *o, const char *s, size_t n)
+{
+	memcpy(o, s, n);
+	return o + n;
+}
+#define PUT_LIT(o, lit) put_str((o), (lit), sizeof(lit) - 1)
+
+void proxy_buf_u64(struct proxy_buf *b, uint64_t v)
+{
+	char d[20];
+
+	proxy_buf_add(b, d, proxy_fmt_u64(d, v));
+}
+
 void proxy_buf_free(struct proxy_buf *b)
 {
 	free(b->p);
@@ -156,7 +184,7 @@ void proxy_cancel(struct proxy_worker *w, struct proxy_op *op)
 void proxy_conn_set_deadline(struct proxy_conn *c, enum proxy_deadline k, uint32_t ms)
 {
 	c->deadline_kind = k;
-	c->deadline_ns = k == DL_NONE ? 0 : proxy_now_ns() + (uint64_t)ms * 1000000ull;
+	c->deadline_ns = k == DL_NONE ? 0 : c->w->now_ns + (uint64_t)ms * 1000000ull;
 }
 
 /* ---- connection lifecycle ---- */
@@ -340,6 +368,11 @@ static void arm_recv(struct proxy_conn *c)
 	} else {
 		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
 	}
+	/* Keep-alive, between requests: the client sends its next request
+	 * only after reading our response, so a first receive attempt would
+	 * almost always fail; wait for readiness instead. */
+	if (c->phase == PH_HEAD && c->nreq > 0 && c->rpos == c->rlen)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data(sqe, &c->op_recv);
 	c->recv_pending = true;
 	c->inflight++;
@@ -391,11 +424,15 @@ void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next)
 		tls_pump_send(c);
 		return;
 	}
-	memset(&c->msg, 0, sizeof(c->msg));
-	c->msg.msg_iov = c->iov;
-	c->msg.msg_iovlen = c->iovcnt;
 	sqe = proxy_get_sqe(c->w);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	if (c->iovcnt == 1) {
+		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base, c->iov[0].iov_len, MSG_NOSIGNAL);
+	} else {
+		memset(&c->msg, 0, sizeof(c->msg));
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = c->iovcnt;
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data(sqe, &c->op_send);
 	c->send_pending = true;
 	c->inflight++;
@@ -438,88 +475,228 @@ void proxy_conn_skip_body(struct proxy_conn *c)
 
 void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, bool close)
 {
-	char body[64];
-	int blen;
+	struct proxy_buf *b = &c->wbuf;
+	const char *reason = status_reason(status);
+	size_t rlen = strlen(reason);
+	char code[20];
+	size_t clen;
 
 	proxy_conn_skip_body(c);
 	if (close || c->w->draining)
 		c->close_after = true;
 	c->status = status;
+	if ((status == 403 || status == 429) && c->w->p->cfg.on_reject)
+		c->w->p->cfg.on_reject(c->w->p->cfg.on_reject_arg, &c->peer_sa.sa, c->peer_sa_len,
+				       c->req_cid, c->req_cid ? c->req_cid_len : 0, status);
 	c->phase = PH_LOCAL;
-	blen = snprintf(body, sizeof(body), "%d %s\n", status, status_reason(status));
-	c->wbuf.len = 0;
-	proxy_buf_fmt(&c->wbuf,
-		      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-		      "Content-Length: %d\r\n%s%s\r\n",
-		      status, status_reason(status), blen, extra ? extra : "",
-		      c->close_after ? "Connection: close\r\n" : "");
-	if (!c->is_head_method)
-		proxy_buf_add(&c->wbuf, body, (size_t)blen);
-	if (PROXY_BUF_FAILED(&c->wbuf)) {
+	/* Head and the body "<status> <reason>\n" without printf: a 429 is
+	 * the whole work of a rejected request. */
+	clen = proxy_fmt_u64(code, (uint64_t)status);
+	b->len = 0;
+	proxy_buf_add(b, "HTTP/1.1 ", 9);
+	proxy_buf_add(b, code, clen);
+	proxy_buf_add(b, " ", 1);
+	proxy_buf_add(b, reason, rlen);
+	proxy_buf_str(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+	proxy_buf_u64(b, clen + 1 + rlen + 1);
+	proxy_buf_add(b, "\r\n", 2);
+	if (extra)
+		proxy_buf_str(b, extra);
+	if (c->close_after)
+		proxy_buf_str(b, "Connection: close\r\n");
+	proxy_buf_add(b, "\r\n", 2);
+	if (!c->is_head_method) {
+		proxy_buf_add(b, code, clen);
+		proxy_buf_add(b, " ", 1);
+		proxy_buf_add(b, reason, rlen);
+		proxy_buf_add(b, "\n", 1);
+	}
+	if (PROXY_BUF_FAILED(b)) {
 		conn_close(c);
 		return;
 	}
-	c->iov[0].iov_base = c->wbuf.p;
-	c->iov[0].iov_len = c->wbuf.len;
+	c->iov[0].iov_base = b->p;
+	c->iov[0].iov_len = b->len;
 	c->iovcnt = 1;
 	proxy_conn_send(c, SN_DONE);
 }
 
 /* ---- access log ---- */
 
+static void log_submit(struct proxy_worker *w)
+{
+	struct io_uring_sqe *sqe = proxy_get_sqe(w);
+	unsigned b = w->logcur ^ 1;
+
+	/* Offset -1: the file position (O_APPEND files append). */
+	io_uring_prep_write(sqe, w->p->cfg.access_log_fd, w->logbuf[b] + w->log_off,
+			    (unsigned)(w->loglen[b] - w->log_off), (uint64_t)-1);
+	io_uring_sqe_set_data(sqe, &w->op_log);
+}
+
+/* Hands buf[cur] to the ring and collects into the other one, which an
+ * earlier write has emptied. */
 static void log_flush(struct proxy_worker *w)
 {
-	struct io_uring_sqe *sqe;
 	unsigned cur = w->logcur;
 
 	if (w->log_pending || w->loglen[cur] == 0 || w->p->cfg.access_log_fd < 0)
 		return;
-	sqe = proxy_get_sqe(w);
-	/* Offset -1: the file position (O_APPEND files append). */
-	io_uring_prep_write(sqe, w->p->cfg.access_log_fd, w->logbuf[cur],
-			    (unsigned)w->loglen[cur], (uint64_t)-1);
-	io_uring_sqe_set_data(sqe, &w->op_log);
 	w->log_pending = true;
+	w->log_off = 0;
 	w->logcur = cur ^ 1;
 	w->loglen[w->logcur] = 0;
+	log_submit(w);
+}
+
+static uint64_t count_lines(const char *p, size_t n)
+{
+	uint64_t k = 0;
+
+	for (const char *e = p + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
+		k++;
+	return k;
+}
+
+static void on_log_written(struct proxy_worker *w, int res)
+{
+	unsigned b = w->logcur ^ 1;
+
+	if (res == -EINTR || res == -EAGAIN) {
+		log_submit(w);
+		return;
+	}
+	if (res > 0 && w->log_off + (size_t)res < w->loglen[b]) {
+		/* A short write: the rest, in order, before anything newer. */
+		w->log_off += (size_t)res;
+		log_submit(w);
+		return;
+	}
+	if (res <= 0)
+		atomic_fetch_add_explicit(&w->p->log_dropped,
+					  count_lines(w->logbuf[b] + w->log_off,
+						      w->loglen[b] - w->log_off),
+					  memory_order_relaxed);
+	w->loglen[b] = 0;
+	w->log_off = 0;
+	w->log_pending = false;
+}
+
+/* At worker exit: waits (bounded) for the write in flight, then writes what
+ * is left synchronously. Lines keep their order; none is written twice. */
+static void log_finish(struct proxy_worker *w)
+{
+	struct proxy *p = w->p;
+	uint64_t deadline = proxy_now_ns() + 2000000000ull;
+	unsigned cur;
+	size_t off = 0;
+
+	while (w->log_pending && proxy_now_ns() < deadline) {
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			struct proxy_op *op = (struct proxy_op *)(uintptr_t)cqe->user_data;
+
+			/* Only the log's completion matters now; the rest are
+			 * cancellations the ring exit would discard anyway. */
+			if (op == &w->op_log)
+				on_log_written(w, cqe->res);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+	}
+	if (w->log_pending) {
+		/* Never completed: its lines are not known to be out. */
+		unsigned b = w->logcur ^ 1;
+
+		atomic_fetch_add_explicit(&p->log_dropped,
+					  count_lines(w->logbuf[b] + w->log_off,
+						      w->loglen[b] - w->log_off),
+					  memory_order_relaxed);
+		w->loglen[b] = 0;
+		w->log_pending = false;
+	}
+	cur = w->logcur;
+	while (p->cfg.access_log_fd >= 0 && off < w->loglen[cur]) {
+		ssize_t k = write(p->cfg.access_log_fd, w->logbuf[cur] + off, w->loglen[cur] - off);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			atomic_fetch_add_explicit(&p->log_dropped,
+						  count_lines(w->logbuf[cur] + off,
+							      w->loglen[cur] - off),
+						  memory_order_relaxed);
+			break;
+		}
+		off += (size_t)k;
+	}
+	w->loglen[cur] = 0;
 }
 
 static void access_log(struct proxy_conn *c, uint64_t dur_ns)
 {
 	struct proxy_worker *w = c->w;
-	char line[768], path[300], ts[40];
+	char line[768], path[300], *o = line;
 	struct timespec now;
-	struct tm tm;
-	size_t *len = &w->loglen[w->logcur];
-	int n;
+	size_t *len = &w->loglen[w->logcur], n;
+	const char *q;
+	unsigned ms;
 
 	if (w->p->cfg.access_log_fd < 0 || !w->logbuf[0])
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line, sizeof(line),
-		     "ts=%s.%03ldZ client=%s method=%s path=%s status=%d bytes=%llu "
-		     "dur_us=%llu route=%s%s%s\n",
-		     ts, now.tv_nsec / 1000000, c->peer_str, c->method[0] ? c->method : "-",
-		     log_quote(c->path_log, path, sizeof(path)), c->status,
-		     (unsigned long long)c->bytes_out, (unsigned long long)(dur_ns / 1000),
-		     c->route_id_len ? c->route_id : "-", c->up_error ? " error=" : "",
-		     c->up_error ? c->up_error : "");
-	if (n <= 0)
-		return;
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
-	if (*len + (size_t)n > PROXY_LOG_BUF_BYTES) {
+	if (now.tv_sec != w->log_ts_sec || !w->log_ts_len) {
+		/* The date part changes once a second: formatted then only. */
+		struct tm tm;
+
+		gmtime_r(&now.tv_sec, &tm);
+		w->log_ts_len = strftime(w->log_ts, sizeof(w->log_ts), "%Y-%m-%dT%H:%M:%S", &tm);
+		w->log_ts_sec = now.tv_sec;
+	}
+	/* Bounded pieces: ts 20, client 47, method 16, path 299 (quoted),
+	 * three numbers 20 each, route 128, error ~30: under sizeof(line). */
+	o = PUT_LIT(o, "ts=");
+	o = put_str(o, w->log_ts, w->log_ts_len);
+	ms = (unsigned)(now.tv_nsec / 1000000);
+	*o++ = '.';
+	*o++ = (char)('0' + ms / 100);
+	*o++ = (char)('0' + ms / 10 % 10);
+	*o++ = (char)('0' + ms % 10);
+	o = PUT_LIT(o, "Z client=");
+	o = put_str(o, c->peer_str, strlen(c->peer_str));
+	o = PUT_LIT(o, " method=");
+	o = c->method[0] ? put_str(o, c->method, strlen(c->method)) : PUT_LIT(o, "-");
+	o = PUT_LIT(o, " path=");
+	q = log_quote(c->path_log, path, sizeof(path));
+	o = put_str(o, q, strlen(q));
+	o = PUT_LIT(o, " status=");
+	o += proxy_fmt_u64(o, (uint64_t)c->status);
+	o = PUT_LIT(o, " bytes=");
+	o += proxy_fmt_u64(o, c->bytes_out);
+	o = PUT_LIT(o, " dur_us=");
+	o += proxy_fmt_u64(o, dur_ns / 1000);
+	o = PUT_LIT(o, " route=");
+	o = c->route_id_len ? put_str(o, c->route_id, c->route_id_len) : PUT_LIT(o, "-");
+	if (c->up_error) {
+		o = PUT_LIT(o, " error=");
+		o = put_str(o, c->up_error, strnlen(c->up_error, 64));
+	}
+	*o++ = '\n';
+	n = (size_t)(o - line);
+	if (*len + n > PROXY_LOG_BUF_BYTES) {
 		log_flush(w);
 		len = &w->loglen[w->logcur];
-		if (*len + (size_t)n > PROXY_LOG_BUF_BYTES) {
+		if (*len + n > PROXY_LOG_BUF_BYTES) {
 			atomic_fetch_add_explicit(&w->p->log_dropped, 1, memory_order_relaxed);
 			return;
 		}
 	}
-	memcpy(w->logbuf[w->logcur] + *len, line, (size_t)n);
-	*len += (size_t)n;
+	memcpy(w->logbuf[w->logcur] + *len, line, n);
+	*len += n;
 	if (*len > PROXY_LOG_BUF_BYTES / 2)
 		log_flush(w);
 }
@@ -531,7 +708,7 @@ static void parse_loop(struct proxy_conn *c);
 void proxy_conn_request_done(struct proxy_conn *c)
 {
 	struct proxy_worker *w = c->w;
-	uint64_t now = proxy_now_ns();
+	uint64_t now = w->now_ns;
 	uint64_t dur = c->req_start_ns && now > c->req_start_ns ? now - c->req_start_ns : 0;
 
 	if (c->status) {
@@ -655,31 +832,44 @@ static uint64_t ceil_s(uint64_t ns)
 /* The draft-ietf-httpapi-ratelimit-headers (-08 .. -10) fields:
  * RateLimit-Policy: "<id>";q=<rate>;w=<unit s> and
  * RateLimit: "<id>";r=<remaining>;t=<s until full>. */
-static void ratelimit_headers(const struct decision *d, bool refused, char *out, size_t cap)
+static size_t ratelimit_headers(const struct decision *d, bool refused, char *out, size_t cap)
 {
 	const struct policy_rate_limit *rl;
 	const struct limiter_result *r = &d->limit_result;
-	int n = 0;
+	size_t id_len;
+	char *o = out;
 
 	out[0] = '\0';
 	if (!d->limit)
-		return;
+		return 0;
 	rl = &d->limit->u.rate_limit;
-	if (refused)
-		n = snprintf(out, cap, "Retry-After: %llu\r\n",
-			     (unsigned long long)(ceil_s(r->retry_after_ns) ? ceil_s(r->retry_after_ns)
-									    : 1));
-	if (n < 0 || (size_t)n >= cap)
-		return;
-	snprintf(out + n, cap - (size_t)n,
-		 "RateLimit-Policy: \"%.*s\";q=%llu;w=%llu\r\n"
-		 "RateLimit: \"%.*s\";r=%llu;t=%llu\r\n",
-		 (int)d->limit->id_len, d->limit->id, (unsigned long long)rl->rate,
-		 (unsigned long long)(rl->unit_ns / 1000000000ull), (int)d->limit->id_len,
-		 d->limit->id, (unsigned long long)r->remaining,
-		 (unsigned long long)ceil_s(refused && r->retry_after_ns > r->reset_ns
-						    ? r->retry_after_ns
-						    : r->reset_ns));
+	id_len = d->limit->id_len;
+	/* Worst case: fixed text ~80 bytes, two ids, five 20-digit numbers. */
+	if (2 * id_len + 200 > cap)
+		return 0;
+	if (refused) {
+		uint64_t ra = ceil_s(r->retry_after_ns);
+
+		o = PUT_LIT(o, "Retry-After: ");
+		o += proxy_fmt_u64(o, ra ? ra : 1);
+		o = PUT_LIT(o, "\r\n");
+	}
+	o = PUT_LIT(o, "RateLimit-Policy: \"");
+	o = put_str(o, d->limit->id, id_len);
+	o = PUT_LIT(o, "\";q=");
+	o += proxy_fmt_u64(o, rl->rate);
+	o = PUT_LIT(o, ";w=");
+	o += proxy_fmt_u64(o, rl->unit_ns / 1000000000ull);
+	o = PUT_LIT(o, "\r\nRateLimit: \"");
+	o = put_str(o, d->limit->id, id_len);
+	o = PUT_LIT(o, "\";r=");
+	o += proxy_fmt_u64(o, r->remaining);
+	o = PUT_LIT(o, ";t=");
+	o += proxy_fmt_u64(o, ceil_s(refused && r->retry_after_ns > r->reset_ns ? r->retry_after_ns
+										: r->reset_ns));
+	o = PUT_LIT(o, "\r\n");
+	*o = '\0';
+	return (size_t)(o - out);
 }
 
 
@@ -693,7 +883,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 	struct decision d;
 	char host[POLICY_MAX_HOST_LEN + 8];
 	char hdrs[512];
-	size_t host_len = 0, mlen;
+	size_t host_len = 0, mlen, hdrs_len;
 	const char *path = req->path.ptr;
 	size_t path_len = req->path.len;
 	const struct policy_route *rt;
@@ -701,7 +891,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 	int r;
 
 	c->nreq++;
-	c->req_start_ns = c->head_start_ns ? c->head_start_ns : proxy_now_ns();
+	c->req_start_ns = c->head_start_ns ? c->head_start_ns : w->now_ns;
 	mlen = req->method.len < sizeof(c->method) - 1 ? req->method.len : sizeof(c->method) - 1;
 	memcpy(c->method, req->method.ptr, mlen);
 	c->method[mlen] = '\0';
@@ -709,7 +899,12 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 		path = "/";
 		path_len = 1;
 	}
-	snprintf(c->path_log, sizeof(c->path_log), "%.*s", (int)path_len, path);
+	{
+		size_t n = path_len < sizeof(c->path_log) - 1 ? path_len : sizeof(c->path_log) - 1;
+
+		memcpy(c->path_log, path, n);
+		c->path_log[n] = '\0';
+	}
 	c->is_head_method = req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0;
 	c->http10 = req->version_minor == 0;
 	c->keep_alive = req->keep_alive;
@@ -758,7 +953,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 	drq.client_key = req->client_id.ptr;
 	drq.client_key_len = req->client_id.len;
 	drq.source = c->peer;
-	decision_eval(s, p->cfg.limiter, &drq, proxy_now_ns(), &d);
+	decision_eval(s, p->cfg.limiter, &drq, w->now_ns, &d);
 	count_decision(w, &d);
 	if (d.route) {
 		size_t n = d.route->id_len < sizeof(c->route_id) - 1 ? d.route->id_len
@@ -768,7 +963,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 		c->route_id[n] = '\0';
 		c->route_id_len = n;
 	}
-	ratelimit_headers(&d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
+	hdrs_len = ratelimit_headers(&d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
 	if (d.verdict != DECISION_ALLOW) {
 		const char *extra = d.verdict == DECISION_RATE_LIMITED ? hdrs : NULL;
 
@@ -805,7 +1000,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 
 		http_chunked_init(&c->chunked, &lim);
 	}
-	snprintf(c->chunk_line, sizeof(c->chunk_line), "%s", "");
+	c->chunk_line[0] = '\0';
 	if (rt->backend == POLICY_BACKEND_STATIC) {
 		const char *rest = rt->match_prefix_len == 1 ? path : path + rt->match_prefix_len;
 		size_t rest_len = rt->match_prefix_len == 1 ? path_len
@@ -823,7 +1018,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 			return;
 		}
 		/* Allowed responses carry the RateLimit fields too. */
-		snprintf(c->rl_hdr, sizeof(c->rl_hdr), "%s", hdrs);
+		memcpy(c->rl_hdr, hdrs, hdrs_len + 1);
 		proxy_up_start(c, req, head_len, &t);
 	}
 }
@@ -854,7 +1049,7 @@ static void parse_loop(struct proxy_conn *c)
 		return;
 	}
 	if (c->last_len == 0 && c->head_start_ns == 0) {
-		c->head_start_ns = proxy_now_ns();
+		c->head_start_ns = w->now_ns;
 		c->deadline_kind = DL_HEADER;
 		c->deadline_ns = c->head_start_ns + (uint64_t)p->cfg.header_timeout_ms * 1000000ull;
 	}
@@ -895,7 +1090,10 @@ static void parse_loop(struct proxy_conn *c)
 		proxy_conn_respond(c, 503, NULL, !req.keep_alive);
 		return;
 	}
+	c->req_cid = req.client_id.ptr;
+	c->req_cid_len = req.client_id.len;
 	handle_request(c, s, &req, (size_t)r);
+	c->req_cid = NULL;
 	snapshot_read_unlock();
 }
 
@@ -1099,7 +1297,11 @@ static void set_peer(struct proxy_conn *c)
 	socklen_t sl = sizeof(ss);
 
 	c->peer_str[0] = '\0';
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0 && sl <= sizeof(c->peer_sa)) {
+		memcpy(&c->peer_sa, &ss, sl);
+		c->peer_sa_len = sl;
+	}
+	if (c->peer_sa_len == 0 ||
 	    cidr_addr_from_sockaddr((struct sockaddr *)&ss, &c->peer) < 0) {
 		memset(&c->peer, 0, sizeof(c->peer));
 		c->peer.family = AF_INET;
@@ -1209,9 +1411,7 @@ static void dispatch(struct proxy_worker *w, uint64_t data, int res, uint32_t fl
 		on_accept(w, op == &w->op_accept[0] ? 0 : 1, res, flags);
 		return;
 	case OP_LOGWRITE:
-		w->log_pending = false;
-		if (res < 0)
-			atomic_fetch_add_explicit(&w->p->log_dropped, 1, memory_order_relaxed);
+		on_log_written(w, res);
 		return;
 	case OP_UCONNECT:
 	case OP_USEND:
@@ -1349,12 +1549,13 @@ void *proxy_worker_main(void *arg)
 	arm_accepts(w);
 	io_uring_submit(&w->ring);
 	atomic_fetch_add(&p->workers_ready, 1);
-	w->next_tick_ns = proxy_now_ns() + PROXY_TICK_MS * 1000000ull;
+	w->now_ns = proxy_now_ns();
+	w->next_tick_ns = w->now_ns + PROXY_TICK_MS * 1000000ull;
 
 	for (;;) {
 		struct __kernel_timespec ts;
 		struct io_uring_cqe *cqe;
-		uint64_t now = proxy_now_ns();
+		uint64_t now = w->now_ns;
 		uint64_t wait = w->next_tick_ns > now ? w->next_tick_ns - now : 0;
 		unsigned n;
 
@@ -1365,6 +1566,7 @@ void *proxy_worker_main(void *arg)
 		while ((n = io_uring_peek_batch_cqe(&w->ring, cqes, 64)) > 0) {
 			struct { uint64_t data; int res; uint32_t flags; } batch[64];
 
+			w->now_ns = proxy_now_ns();
 			for (unsigned i = 0; i < n; i++) {
 				batch[i].data = cqes[i]->user_data;
 				batch[i].res = cqes[i]->res;
@@ -1375,7 +1577,7 @@ void *proxy_worker_main(void *arg)
 				dispatch(w, batch[i].data, batch[i].res, batch[i].flags);
 			reap(w);
 		}
-		now = proxy_now_ns();
+		now = w->now_ns = proxy_now_ns();
 		if (now >= w->next_tick_ns) {
 			tick(w, now);
 			reap(w);
@@ -1391,15 +1593,10 @@ void *proxy_worker_main(void *arg)
 		}
 	}
 
-	/* Whatever is left of the access log, written synchronously now. */
-	for (unsigned i = 0; i < 2; i++) {
-		unsigned b = (w->logcur + 1 + i) & 1;
-
-		if (w->loglen[b] && p->cfg.access_log_fd >= 0 && (!w->log_pending || b == w->logcur))
-			if (write(p->cfg.access_log_fd, w->logbuf[b], w->loglen[b]) < 0)
-				atomic_fetch_add_explicit(&p->log_dropped, 1, memory_order_relaxed);
-		w->loglen[b] = 0;
-	}
+	/* The write in flight (or still queued: a tick may have prepared it
+	 * right before the loop ended) completes first, then the rest. */
+	if (w->logbuf[0])
+		log_finish(w);
 	io_uring_queue_exit(&w->ring);
 	w->ring_ok = false;
 	/* The ring is gone: whatever it still referred to can go too. */

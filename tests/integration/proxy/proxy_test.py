@@ -681,6 +681,37 @@ def case_drain(policy):
         pass
 
 
+def case_access_log_on_sigterm(policy):
+    """Each request's line exactly once, with SIGTERM right after the last
+    one (the batch flushed just before must not be written again at exit,
+    the batch queued by the drain must not be lost)."""
+    for rnd in range(3):
+        n = Node(policy, "", workers=1)
+        try:
+            paths = ["/plain/sigterm-%d-%d" % (rnd, i) for i in range(4)]
+            for i, path in enumerate(paths):
+                if i == len(paths) - 1:
+                    time.sleep(0.3)  # the periodic flush writes the first ones
+                s = connect(n.port)
+                s.sendall(("GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                           % path).encode())
+                out, _ = read_responses(s, 1)
+                s.close()
+                check(out and out[0][0] == 200, "request %s: %r" % (path, out))
+            n.proc.send_signal(signal.SIGTERM)
+            rc = n.proc.wait(15)
+            check(rc == 0, "exit status %r: %s" % (rc, n.stderr()))
+        finally:
+            n.stop()
+        with open(n.log_path) as f:
+            text = f.read()
+        for path in paths:
+            k = len(re.findall(r"path=%s " % re.escape(path), text))
+            check(k == 1, "round %d: %s logged %d times: %r" % (rnd, path, k, text[-600:]))
+        check(text.count("\n") == len(paths), "round %d: %d lines for %d requests" %
+              (rnd, text.count("\n"), len(paths)))
+
+
 def case_swap_under_load(n, policy_args):
     if not shutil.which("wrk"):
         print("  (wrk missing: swap under load skipped)")
@@ -890,6 +921,7 @@ def main():
         run("tls", case_tls, policy)
         run("connection_cap", case_connection_cap, policy)
         run("drain", case_drain, policy)
+        run("access_log_on_sigterm", case_access_log_on_sigterm, policy)
     finally:
         for node in (n, n6):
             rc = node.stop()

@@ -32,11 +32,17 @@
 #define RPC_DEFAULT_LISTEN "127.0.0.1:7070"
 #define RPC_MAX_SENDV_PARTS 8
 #define RPC_IDENTITY_MAX 256
-/* Liveness of idle node streams: a ping every 30 s, 10 s to answer; the
- * clients may ping every 10 s without being told off. */
+/* Liveness of idle node streams: a ping every 30 s, 10 s to answer. The
+ * node agent (dataplane/sync) pings every 30 s on connections that carry
+ * only an idle Sync stream, so the server must accept pings without data
+ * at least that often: gRPC's server default is one per 5 minutes, and
+ * after 2 strikes it sends GOAWAY too_many_pings and the node reconnects
+ * and resyncs. 10 s leaves room for agents configured below 30 s. */
 #define RPC_KEEPALIVE_TIME_MS 30000
 #define RPC_KEEPALIVE_TIMEOUT_MS 10000
 #define RPC_MIN_CLIENT_PING_MS 10000
+/* grpc.tsi.max_frame_size: gRPC clamps it to [1024, 16384]. */
+#define RPC_TSI_MAX_FRAME_BYTES 4096
 
 enum tag_kind {
 	TAG_NEW_CALL,        /* a registered method's call arrived */
@@ -515,7 +521,7 @@ int rpc_server_new(const struct rpc_server_config *cfg, struct rpc_server **ret)
 {
 	struct rpc_server *s;
 	grpc_server_credentials *creds;
-	grpc_arg args[6];
+	grpc_arg args[7];
 	grpc_channel_args chargs;
 	const char *listen;
 	int err;
@@ -564,7 +570,14 @@ int rpc_server_new(const struct rpc_server_config *cfg, struct rpc_server **ret)
 	args[5].type = GRPC_ARG_INTEGER;
 	args[5].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
 	args[5].value.integer = 0;
-	chargs.num_args = 6;
+	/* Outbound TLS records of at most 4 KiB: the frame protector keeps a
+	 * buffer of this size per connection, and the 16 KiB default costs
+	 * ~5 KiB RSS per mTLS node (bench/fleet, N = 1000). Pushes are small;
+	 * a large snapshot is just cut into more records. No-op in plaintext. */
+	args[6].type = GRPC_ARG_INTEGER;
+	args[6].key = (char *)GRPC_ARG_TSI_MAX_FRAME_SIZE;
+	args[6].value.integer = RPC_TSI_MAX_FRAME_BYTES;
+	chargs.num_args = sizeof(args) / sizeof(args[0]);
 	chargs.args = args;
 
 	s->server = grpc_server_create(&chargs, NULL);

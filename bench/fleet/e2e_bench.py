@@ -125,7 +125,7 @@ def run(ctx, pb):
     ctx["backend"] = be = fl.spawn([sys.executable, "-c", BACKEND], subprocess.PIPE,
                                    open(os.path.join(tmp, "backend.log"), "ab"))
     be_port = int(fl.read_ready(be, "backend: ready", "backend").split("=")[1])
-    etcd = ctx["etcd"] = fl.Etcd(tmp)
+    etcd = ctx["etcd"] = fl.Etcd(tmp).start()
     port = fl.free_port()
     ctx["cps"] = [fl.Control(tmp, etcd, port, "cp")]
     nodes = ctx["nodes"]
@@ -189,31 +189,20 @@ def run(ctx, pb):
 
 
 def main():
-    control, node, proto_dir = sys.argv[1:4]
-    fl.configure(control, node)
-    tmp = fl.make_tmp("sluice-e2e-")
-    pb = fl.load_protos(proto_dir, tmp)
-    ctx = {"tmp": tmp, "nodes": [], "cps": [], "probers": []}
+    ctx, pb = fl.setup(sys.argv, "sluice-e2e-")
+    tmp = ctx["tmp"]
+    ctx["probers"] = []
     ok = False
     try:
         run(ctx, pb)
         ok = True
     except (Failure, grpc.RpcError, queue.Empty) as e:
         print("FAIL e2e_bench: %s" % (e or "a prober did not answer"), flush=True)
-        for n in ctx["nodes"]:
-            print("---- %s log ----\n%s" % (n.name, n.text()[-2000:]))
-        for cp in ctx["cps"]:
-            print("---- %s log ----\n%s" % (cp.name, cp.text()[-2000:]))
-        print("logs kept in %s" % tmp)
+        fl.print_logs(ctx)
     finally:
         for p in ctx["probers"]:
             p.tasks.put(None)
-        for n in ctx["nodes"]:
-            n.stop()
-        for cp in ctx["cps"]:
-            cp.stop()
-        if "etcd" in ctx:
-            ctx["etcd"].stop()
+        fl.teardown(ctx)
         if "backend" in ctx:
             ctx["backend"].kill()
             ctx["backend"].wait()

@@ -40,144 +40,52 @@ Sanitizer builds: any sanitizer report in a control-plane log fails the run.
 usage: fleet_test.py SLUICE_CONTROL GEN_CERTS PROTO_DIR
 Exit 77 (skip) when /usr/bin/etcd or the grpc modules are missing.
 """
-import json
 import os
 import queue
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 
-try:
-    import grpc
-    from grpc_tools import protoc
-    from google.protobuf import json_format
-except ImportError as e:
-    print(f'fleet_test: skipped: {e} (needs python3-grpcio, python3-grpc-tools)')
-    sys.exit(77)
+import sluicetest
+from sluicetest import expect_code, http_get, parse_metrics
 
-ETCD = '/usr/bin/etcd'
+sluicetest.skip_unless_ready('fleet_test')
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
 WAIT_S = 10          # bound of every wait for something expected
 QUIET_S = 0.6        # how long "nothing arrives" is watched (never a pass threshold)
 RULESET = 'edge'
 
 control_bin, gen_certs, proto_dir = sys.argv[1:4]
-if not os.access(ETCD, os.X_OK):
-    print(f'fleet_test: skipped: {ETCD} not installed')
-    sys.exit(77)
 
 ROOT = tempfile.mkdtemp(prefix='fleet-test-')
 GEN = os.path.join(ROOT, 'py')
 os.makedirs(GEN)
-protos = [os.path.join('sluice/v1', p) for p in os.listdir(os.path.join(proto_dir, 'sluice/v1'))
-          if p.endswith('.proto')]
-if protoc.main(['protoc', f'-I{proto_dir}', f'--python_out={GEN}', f'--grpc_python_out={GEN}']
-               + protos) != 0:
-    raise SystemExit('fleet_test: protoc failed')
-sys.path.insert(0, GEN)
+sluicetest.compile_protos(proto_dir, GEN)
 from sluice.v1 import admin_pb2, admin_pb2_grpc, fleet_pb2, fleet_pb2_grpc  # noqa: E402
 from sluice.v1 import policy_pb2, sync_pb2, sync_pb2_grpc  # noqa: E402
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Etcd:
-    """A private etcd on free loopback ports, as PLATFORM.md starts it."""
-
-    def __init__(self):
-        self.dir = os.path.join(ROOT, 'etcd')
-        self.client = free_port()
-        self.peer = free_port()
-        self.proc = None
-        self.url = f'http://127.0.0.1:{self.client}'
-
-    def start(self):
-        peer = f'http://127.0.0.1:{self.peer}'
-        self.log = open(os.path.join(ROOT, 'etcd.log'), 'ab')
-        self.proc = subprocess.Popen(
-            [ETCD, '--name', 'n', '--data-dir', self.dir,
-             '--listen-client-urls', self.url, '--advertise-client-urls', self.url,
-             '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-             '--initial-cluster', f'n={peer}', '--log-level', 'warn'],
-            stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + '/health', timeout=1) as r:
-                    if b'true' in r.read():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError('etcd did not become healthy')
-
-    def post(self, path, body):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
-
-    def kill(self):
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-            self.log.close()
-
-
-class Control:
-    """The real sluice-control; reads its ready line for the ports."""
+class Control(sluicetest.ControlProc):
+    """The real sluice-control; its ready line gives target and metrics."""
 
     def __init__(self, name, args):
-        self.errpath = os.path.join(ROOT, name + '.log')
-        self.err = open(self.errpath, 'wb')
-        self.proc = subprocess.Popen([control_bin] + args, stdout=subprocess.PIPE,
-                                     stderr=self.err)
-        deadline = time.monotonic() + WAIT_S
-        line = b''
-        while time.monotonic() < deadline and not line.endswith(b'\n'):
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
-        text = line.decode()
-        assert text.startswith('sluice-control: ready listen='), \
-            f'no ready line: {text!r}\n{self.stderr()}'
-        fields = dict(kv.split('=', 1) for kv in text.split()[2:])
-        self.target = fields['listen']
-        self.metrics = fields.get('metrics')
+        super().__init__([control_bin] + args, os.path.join(ROOT, name + '.log'), name,
+                         timeout=WAIT_S)
+        self.errpath = self.log_path
 
     def stderr(self):
-        if not self.err.closed:
-            self.err.flush()
-        with open(self.errpath, 'rb') as f:
-            return f.read().decode(errors='replace')
+        return self.text()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError('sluice-control did not stop on SIGTERM')
-        return self.proc.returncode
+        """SIGTERM; not exiting within WAIT_S is a failure. The exit status."""
+        return super().stop(timeout=WAIT_S, strict=True)
 
 
 def read(path):
@@ -351,16 +259,8 @@ def pump(call, q):
 
 
 def eventually(fn, what):
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            if fn():
-                return
-        except (AssertionError, grpc.RpcError) as e:
-            last = e
-        time.sleep(0.05)
-    raise AssertionError(f'timed out waiting for {what} (last: {last})')
+    """fn() true within WAIT_S; assertion and gRPC errors count as "not yet"."""
+    sluicetest.wait_for(what, fn, timeout=WAIT_S, ignore=(AssertionError, grpc.RpcError))
 
 
 def push_version(m):
@@ -368,14 +268,9 @@ def push_version(m):
 
 
 def scrape(control):
-    with urllib.request.urlopen(f'http://{control.metrics}/metrics', timeout=5) as r:
-        text = r.read().decode()
-    vals = {}
-    for line in text.splitlines():
-        if line and not line.startswith('#'):
-            k, v = line.rsplit(' ', 1)
-            vals[k] = float(v)
-    return vals
+    st, text = http_get(control.metrics, '/metrics')
+    assert st == 200, f'/metrics status {st}'
+    return parse_metrics(text)
 
 
 # ---- the cases --------------------------------------------------------------------
@@ -383,7 +278,7 @@ def scrape(control):
 def main():
     subprocess.run(['bash', gen_certs, os.path.join(ROOT, 'pki'), 'node-1', 'node-2',
                     'node-3'], check=True, stdout=subprocess.DEVNULL)
-    etcd = Etcd()
+    etcd = sluicetest.Etcd(ROOT)
     etcd.start()
 
     controls = []
@@ -569,27 +464,17 @@ def main():
             assert bad.ended() == grpc.StatusCode.PERMISSION_DENIED
             bad.close()
             with grpc.insecure_channel(ctl_a.target) as ch:
-                try:
-                    fleet_pb2_grpc.FleetStub(ch).ListNodes(fleet_pb2.ListNodesRequest(),
-                                                           timeout=WAIT_S)
-                    raise AssertionError('plaintext call to a TLS port answered')
-                except grpc.RpcError as e:
-                    assert e.code() == grpc.StatusCode.UNAVAILABLE, e.code()
-            try:
-                admin.node('no-such-node')
-                raise AssertionError('GetNode of an unknown node answered')
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.NOT_FOUND, e.code()
+                # a plaintext call to a TLS port
+                expect_code(lambda: fleet_pb2_grpc.FleetStub(ch).ListNodes(
+                    fleet_pb2.ListNodesRequest(), timeout=WAIT_S), grpc.StatusCode.UNAVAILABLE)
+            expect_code(lambda: admin.node('no-such-node'), grpc.StatusCode.NOT_FOUND)
             other = admin.fleet.ListNodes(fleet_pb2.ListNodesRequest(ruleset='other'),
                                           timeout=WAIT_S)
             assert not other.nodes, other
             n2ch = grpc.secure_channel(ctl_a.target, creds('node-2'))
-            try:
-                fleet_pb2_grpc.FleetStub(n2ch).ListNodes(fleet_pb2.ListNodesRequest(),
-                                                         timeout=WAIT_S)
-                raise AssertionError('a node certificate listed the fleet')
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
+            # a node certificate may not list the fleet
+            expect_code(lambda: fleet_pb2_grpc.FleetStub(n2ch).ListNodes(
+                fleet_pb2.ListNodesRequest(), timeout=WAIT_S), grpc.StatusCode.PERMISSION_DENIED)
             n2ch.close()
 
         @case('watch_nodes_stats')
@@ -809,11 +694,8 @@ def main():
             assert a['sluice_control_sync_bodies_built_total'] < pushes, a
             b = scrape(ctl_b)
             assert b['sluice_control_connected_nodes'] == 2, b   # node-1, node-3
-            try:
-                urllib.request.urlopen(f'http://{ctl_a.metrics}/nope', timeout=5)
-                raise AssertionError('/nope answered')
-            except urllib.error.HTTPError as e:
-                assert e.code == 404, e.code
+            st, _ = http_get(ctl_a.metrics, '/nope')
+            assert st == 404, st
 
         @case('sigterm')
         def _():

@@ -11,31 +11,20 @@ case; exits 1 on the first failure, 0 when all pass.
 import http.server
 import json
 import os
-import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+
+import sluicetest
+from sluicetest import Failure, check, metric, wait_for
 
 NODE, EXAMPLES = sys.argv[1], sys.argv[2]
 TMP = tempfile.mkdtemp(prefix="sluice-node-test-")
 WAIT_S = 10.0
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
 
 
 def write(name, text):
@@ -45,94 +34,19 @@ def write(name, text):
     return path
 
 
-def http_get(port, path, headers=None):
-    """(status, body) of GET http://127.0.0.1:port/path."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, labels=""):
-    """Value of one sample, None when absent."""
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def wait_for(what, fn):
-    """Polls fn() until it returns a true value; bounded by WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise Failure("timed out waiting for " + what)
-
-
-class Node:
-    """A running sluice-node; stderr goes to a file for the log checks."""
+class Node(sluicetest.NodeProc):
+    """A running sluice-node; stderr goes to a file for the log checks.
+    prefix=False: args is the whole command line (e.g. under ip netns exec)."""
 
     def __init__(self, args, prefix=True):
-        self.log_path = os.path.join(TMP, "node-%d.log" % time.monotonic_ns())
-        self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen(([NODE] if prefix else []) + args, stdout=subprocess.PIPE,
-                                  stderr=self.log)
-        self.ready = self._read_ready()
-        self.addrs = dict(kv.split("=", 1) for kv in self.ready.split()[2:])
-
-    def _read_ready(self):
-        deadline = time.monotonic() + WAIT_S
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            r, _, _ = select.select([self.p.stdout], [], [], max(left, 0))
-            if not r:
-                self.stop()
-                raise Failure("no ready line within %.0f s; log: %s" % (WAIT_S, self.text()))
-            # The raw fd: a buffered read could hide the line from select.
-            c = os.read(self.p.stdout.fileno(), 1)
-            if not c:
-                self.p.wait(timeout=WAIT_S)
-                raise Failure("exited %s before ready; log: %s" % (self.p.returncode, self.text()))
-            line += c
-        line = line.decode().strip()
-        check(line.startswith("sluice-node: ready"), "ready line: %r" % line)
-        return line
-
-    def port(self, name):
-        return int(self.addrs[name].rsplit(":", 1)[1])
-
-    def admin(self, path):
-        return http_get(self.port("admin"), path)
-
-    def metrics(self):
-        status, body = self.admin("/metrics")
-        check(status == 200, "/metrics status %d" % status)
-        return body
-
-    def text(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def signal(self, sig):
-        self.p.send_signal(sig)
-
-    def wait(self):
-        try:
-            return self.p.wait(timeout=WAIT_S + 15)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise Failure("did not exit after SIGTERM")
+        super().__init__(([NODE] if prefix else []) + args,
+                         os.path.join(TMP, "node-%d.log" % time.monotonic_ns()), "sluice-node",
+                         timeout=WAIT_S)
+        self.p = self.proc
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
+        """kill -9 when still running (the cases end it by signal first)."""
+        self.kill9()
 
 
 def run_config(yaml_text, extra=()):

@@ -16,138 +16,46 @@ usage: control_test.py SLUICE_CONTROL GEN_CERTS PROTOSET
 Exit 77 (skip) when /usr/bin/etcd or the grpc module is missing.
 """
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 
-try:
-    import grpc
-    from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-except ImportError as e:
-    print(f'control_test: skipped: {e} (needs python3-grpcio, python3-protobuf)')
-    sys.exit(77)
+import sluicetest
+from sluicetest import expect_code
 
-ETCD = '/usr/bin/etcd'
+sluicetest.skip_unless_ready('control_test', modules=('grpc', 'google.protobuf'))
+import grpc  # noqa: E402
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format  # noqa: E402
+from google.protobuf import message_factory  # noqa: E402
+
 TOKEN = 'py-admin-token'
 WAIT_S = 20          # bound of every wait; never a pass/fail threshold
 
 control_bin, gen_certs, protoset = sys.argv[1:4]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Etcd:
-    """A private etcd on free loopback ports, as PLATFORM.md starts it."""
-
-    def __init__(self, root):
-        self.dir = os.path.join(root, 'etcd')
-        self.client = free_port()
-        self.peer = free_port()
-        self.proc = None
-        self.url = f'http://127.0.0.1:{self.client}'
-
-    def start(self):
-        peer = f'http://127.0.0.1:{self.peer}'
-        self.log = open(os.path.join(os.path.dirname(self.dir), 'etcd.log'), 'ab')
-        self.proc = subprocess.Popen(
-            [ETCD, '--name', 'n', '--data-dir', self.dir,
-             '--listen-client-urls', self.url, '--advertise-client-urls', self.url,
-             '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-             '--initial-cluster', f'n={peer}', '--log-level', 'warn'],
-            stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(('127.0.0.1', self.client), timeout=1):
-                    pass
-                import urllib.request
-                with urllib.request.urlopen(self.url + '/health', timeout=1) as r:
-                    if b'true' in r.read():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError('etcd did not become healthy')
-
-    def kill(self):
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-            self.log.close()
-
-
-class Control:
-    """The real sluice-control; reads its ready line for the port."""
+class Control(sluicetest.ControlProc):
+    """The real sluice-control; its ready line gives target and port."""
 
     def __init__(self, args, root, name):
-        self.errpath = os.path.join(root, name + '.log')
-        self.err = open(self.errpath, 'wb')
-        self.proc = subprocess.Popen([control_bin] + args, stdout=subprocess.PIPE,
-                                     stderr=self.err)
-        deadline = time.monotonic() + WAIT_S
-        line = b''
-        while time.monotonic() < deadline and not line.endswith(b'\n'):
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
-        text = line.decode()
-        assert text.startswith('sluice-control: ready listen='), \
-            f'no ready line: {text!r}\n{self.stderr()}'
-        self.target = text.strip().split('listen=')[1]
-        self.port = int(self.target.rsplit(':', 1)[1])
+        super().__init__([control_bin] + args, os.path.join(root, name + '.log'), name,
+                         timeout=WAIT_S)
 
     def stderr(self):
-        if not self.err.closed:
-            self.err.flush()
-        with open(self.errpath, 'rb') as f:
-            return f.read().decode(errors='replace')
+        return self.text()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError('sluice-control did not stop on SIGTERM')
-        return self.proc.returncode
+        """SIGTERM; not exiting within WAIT_S is a failure. The exit status."""
+        return super().stop(timeout=WAIT_S, strict=True)
 
 
 # ---- message classes for the bootstrap protocols --------------------------------
 
-_fds = descriptor_pb2.FileDescriptorSet.FromString(open(protoset, 'rb').read())
-_boot_pool = descriptor_pool.DescriptorPool()
-for _f in _fds.file:
-    if _f.name.startswith('grpc/'):
-        _boot_pool.Add(_f)
-_boot_factory = message_factory.MessageFactory(_boot_pool)
-
-
-def boot_cls(name):
-    return _boot_factory.GetPrototype(_boot_pool.FindMessageTypeByName(name))
-
-
-HealthReq = boot_cls('grpc.health.v1.HealthCheckRequest')
-HealthResp = boot_cls('grpc.health.v1.HealthCheckResponse')
-ReflReq = boot_cls('grpc.reflection.v1.ServerReflectionRequest')
-ReflResp = boot_cls('grpc.reflection.v1.ServerReflectionResponse')
+BOOT = sluicetest.BootProtos(protoset)
+HealthReq, HealthResp = BOOT.HealthReq, BOOT.HealthResp
 SERVING, NOT_SERVING = 1, 2
 
 
@@ -165,31 +73,8 @@ def health_watch(ch, service=''):
     return call(HealthReq(service=service), timeout=120)
 
 
-class Reflection:
-    """One reflection stream, one request at a time."""
-
-    def __init__(self, ch, version='v1'):
-        import queue
-        self.q = queue.Queue()
-        call = ch.stream_stream(f'/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo',
-                                request_serializer=ReflReq.SerializeToString,
-                                response_deserializer=ReflResp.FromString)
-        self.responses = call(iter(self.q.get, None), timeout=60)
-
-    def ask(self, **kw):
-        self.q.put(ReflReq(host='', **kw))
-        return next(self.responses)
-
-    def close(self):
-        self.q.put(None)
-        # the server answers a half-close with OK
-        for _ in self.responses:
-            pass
-        assert self.responses.code() == grpc.StatusCode.OK
-
-    def services(self):
-        r = self.ask(list_services='*')
-        return sorted(s.name for s in r.list_services_response.service)
+def Reflection(ch, version='v1'):
+    return sluicetest.Reflection(BOOT, ch, version)
 
 
 class DynamicClient:
@@ -231,15 +116,6 @@ class DynamicClient:
                                    response_deserializer=resp_cls.FromString)
         resp = call(req, timeout=WAIT_S, metadata=metadata if metadata is not None else self.md)
         return json_format.MessageToDict(resp, preserving_proto_field_name=True)
-
-
-def expect_code(fn, code):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, f'expected {code}, got {e.code()}: {e.details()}'
-        return e
-    raise AssertionError(f'expected {code}, the call succeeded')
 
 
 def wait_status(watch, want):
@@ -410,11 +286,8 @@ def case_sigterm_drains(ctl, etcd, root):
 
 
 def main():
-    if not os.access(ETCD, os.X_OK):
-        print(f'control_test: skipped: {ETCD} missing (Debian package etcd-server)')
-        return 77
     root = tempfile.mkdtemp(prefix='control_test.')
-    etcd = Etcd(root)
+    etcd = sluicetest.Etcd(root)
     ctls = []
     failed = 0
     try:

@@ -148,7 +148,7 @@ def decode_resources(pb, kvs, base):
 
 def run(ctx, pb):
     tmp = ctx["tmp"]
-    etcd = ctx["etcd"] = fl.Etcd(tmp)
+    etcd = ctx["etcd"] = fl.Etcd(tmp).start()
     ports = [fl.free_port(), fl.free_port()]
     cps = ctx["cps"] = [fl.Control(tmp, etcd, ports[0], "cp-a"),
                         fl.Control(tmp, etcd, ports[1], "cp-b")]
@@ -286,11 +286,8 @@ def run(ctx, pb):
 
 
 def main():
-    control, node, proto_dir = sys.argv[1:4]
-    fl.configure(control, node)
-    tmp = fl.make_tmp("sluice-chaos-")
-    pb = fl.load_protos(proto_dir, tmp)
-    ctx = {"tmp": tmp, "nodes": [], "cps": []}
+    ctx, pb = fl.setup(sys.argv, "sluice-chaos-")
+    tmp = ctx["tmp"]
     t = time.monotonic()
     ok = False
     try:
@@ -299,21 +296,11 @@ def main():
         print("ok   chaos %.1f s" % (time.monotonic() - t), flush=True)
     except (Failure, grpc.RpcError) as e:
         print("FAIL chaos (seed %d): %s" % (SEED, e), flush=True)
-        for n in ctx["nodes"]:
-            print("---- %s log ----\n%s" % (n.name, n.text()[-2000:]))
-        for cp in ctx["cps"]:
-            print("---- %s log ----\n%s" % (cp.name, cp.text()[-2000:]))
-        print("logs kept in %s" % tmp)
+        fl.print_logs(ctx)
     finally:
-        for n in ctx["nodes"]:
-            st = n.stop()
-            if st != 0:
-                print("FAIL %s exit status %d" % (n.name, st))
-                ok = False
-        for cp in ctx["cps"]:
-            cp.stop()
-        if "etcd" in ctx:
-            ctx["etcd"].stop()
+        for name, st in fl.teardown(ctx):
+            print("FAIL %s exit status %d" % (name, st))
+            ok = False
     if ok:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1

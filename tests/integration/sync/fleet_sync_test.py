@@ -16,156 +16,46 @@ presents another node's certificate gets nothing. Exit 77 without etcd or grpcio
 Every wait is bounded (never a pass/fail threshold).
 """
 import os
-import re
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
-ETCD = "/usr/bin/etcd"
-if not os.access(ETCD, os.X_OK):
-    print("fleet_sync_test: skipped: no %s" % ETCD)
-    sys.exit(77)
-try:
-    import grpc
-    from google.protobuf import json_format
-    from grpc_tools import protoc
-except ImportError as e:
-    print("fleet_sync_test: skipped: %s (needs python3-grpcio, python3-grpc-tools)" % e)
-    sys.exit(77)
+import fleetlib as fl
+from fleetlib import Failure, check, free_port, http_get, metric, wait_for
+
+fl.skip_unless_ready("fleet_sync_test")
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
 
 CONTROL, NODE, PROTO_DIR, GEN_CERTS = sys.argv[1:5]
-TMP = tempfile.mkdtemp(prefix="sluice-fleet-sync-")
-WAIT_S = 15.0
-TOKEN = "fleet-sync-token"
-BEARER = (("authorization", "Bearer " + TOKEN),)
+TMP = fl.make_tmp("sluice-fleet-sync-")
+WAIT_S = fl.WAIT_S
+BEARER = fl.BEARER
 
-if protoc.main(["protoc", "-I" + PROTO_DIR, "--python_out=" + TMP, "--grpc_python_out=" + TMP,
-                "sluice/v1/policy.proto", "sluice/v1/admin.proto", "sluice/v1/sync.proto",
-                "sluice/v1/fleet.proto"]) != 0:
-    print("FAIL: protoc could not compile the protos")
-    sys.exit(1)
-sys.path.insert(0, TMP)
+fl.configure(CONTROL, NODE)
+fl.compile_protos(PROTO_DIR, TMP)
 from sluice.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from sluice.v1 import fleet_pb2, fleet_pb2_grpc, sync_pb2  # noqa: E402
 
 
-class Failure(Exception):
-    pass
+class Control(fl.Control):
+    """A replica with its own channel (mTLS as the admin certificate when
+    pki is given) and the PolicyAdmin and Fleet stubs on it."""
 
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def wait_for(what, fn, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise Failure("timed out waiting for %s" % what)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http_get(port, path, headers=None):
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, labels=""):
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def read_ready(proc, prefix, what):
-    deadline = time.monotonic() + WAIT_S
-    line = b""
-    while not line.endswith(b"\n"):
-        r, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
-        if not r:
-            raise Failure("%s: no ready line" % what)
-        c = os.read(proc.stdout.fileno(), 1)
-        if not c:
-            raise Failure("%s exited before ready" % what)
-        line += c
-    line = line.decode().strip()
-    check(line.startswith(prefix), "%s ready line %r" % (what, line))
-    return line
-
-
-class Etcd:
-    def __init__(self):
-        self.client, self.peer = free_port(), free_port()
-        self.url = "http://127.0.0.1:%d" % self.client
-        peer = "http://127.0.0.1:%d" % self.peer
-        self.log = open(os.path.join(TMP, "etcd.log"), "ab")
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "n", "--data-dir", os.path.join(TMP, "etcd"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", "n=" + peer, "--log-level", "warn"],
-            stdout=self.log, stderr=self.log)
-
-        def healthy():
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                    return b"true" in r.read()
-            except OSError:
-                return False
-        wait_for("etcd healthy", healthy)
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
-class Control:
     def __init__(self, etcd, port, name, pki=None):
-        self.port = port
-        self.log_path = os.path.join(TMP, "%s.log" % name)
-        self.log = open(self.log_path, "ab")
-        tokens = os.path.join(TMP, "tokens")
-        with open(tokens, "w") as f:
-            f.write(TOKEN + "\n")
-        if pki:
-            sec = ["--tls-cert", pki + "/control.pem", "--tls-key", pki + "/control.key",
-                   "--tls-ca", pki + "/ca.pem", "--require-client-cert"]
-        else:
-            sec = ["--plaintext"]
-        self.proc = subprocess.Popen(
-            [CONTROL, "--listen", "127.0.0.1:%d" % port, "--etcd", etcd.url,
-             "--admin-token-file", tokens, "--replica-id", name] + sec,
-            stdout=subprocess.PIPE, stderr=self.log)
-        read_ready(self.proc, "sluice-control: ready", name)
-        if pki:
+        super().__init__(TMP, etcd, port, name, pki)
+
+    def start(self):
+        super().start()
+        if self.pki:
             def rd(n):
-                with open(os.path.join(pki, n), "rb") as f:
+                with open(os.path.join(self.pki, n), "rb") as f:
                     return f.read()
             creds = grpc.ssl_channel_credentials(rd("ca.pem"), rd("admin.key"), rd("admin.pem"))
-            self.channel = grpc.secure_channel("127.0.0.1:%d" % port, creds)
+            self.channel = grpc.secure_channel("127.0.0.1:%d" % self.port, creds)
         else:
-            self.channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+            self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
         self.admin = admin_pb2_grpc.PolicyAdminStub(self.channel)
         self.fleet = fleet_pb2_grpc.FleetStub(self.channel)
 
@@ -178,88 +68,24 @@ class Control:
 
     def kill9(self):
         self.channel.close()
-        self.proc.kill()
-        self.proc.wait()
+        super().kill9()
 
     def stop(self):
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
 
 
-class Node:
+class Node(fl.Node):
+    """A sync-mode node (backoff up to 1 s, reports every 500 ms) whose
+    stop() must end in exit status 0."""
+
     def __init__(self, name, endpoints, tls=None):
-        self.name = name
-        self.state = os.path.join(TMP, "state-" + name)
-        self.cfg = os.path.join(TMP, name + ".yaml")
-        if tls:
-            pki, cert = tls
-            sec = """  tls:
-    ca: %s/ca.pem
-    cert: %s/%s.pem
-    key: %s/%s.key
-    server_name: sluice-control
-""" % (pki, pki, cert, pki, cert)
-        else:
-            sec = "  plaintext: true\n"
-        with open(self.cfg, "w") as f:
-            f.write("""node:
-  id: %s
-  ruleset: edge
-  labels: {role: test}
-proxy:
-  listen: 127.0.0.1:0
-  workers: 1
-admin:
-  listen: 127.0.0.1:0
-sync:
-  endpoints: [%s]
-%s  state_dir: %s
-  connect_timeout_ms: 1000
-  backoff_min_ms: 50
-  backoff_max_ms: 1000
-  report_interval_ms: 500
-""" % (name, ", ".join('"127.0.0.1:%d"' % p for p in endpoints), sec, self.state))
-        self.start()
-
-    def start(self):
-        self.log_path = os.path.join(TMP, "%s-%d.log" % (self.name, time.monotonic_ns()))
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([NODE, "--config", self.cfg], stdout=subprocess.PIPE,
-                                     stderr=self.log)
-        line = read_ready(self.proc, "sluice-node: ready", self.name)
-        addrs = dict(kv.split("=", 1) for kv in line.split()[2:])
-        self.port = int(addrs["listen"].rsplit(":", 1)[1])
-        self.admin = int(addrs["admin"].rsplit(":", 1)[1])
-
-    def get(self, path, client=None):
-        return http_get(self.port, path, {"Client-ID": client} if client else None)[0]
-
-    def version(self):
-        st, body = http_get(self.admin, "/metrics")
-        return metric(body, "sluice_sync_version") if st == 200 else None
-
-    def text(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
+        super().__init__(TMP, name, endpoints, tls=tls, backoff_max_ms=1000,
+                         report_interval_ms=500)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=WAIT_S + 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise Failure("%s did not exit after SIGTERM" % self.name)
-            check(self.proc.returncode == 0, "%s exit status %d" % (self.name,
-                                                                    self.proc.returncode))
+        st = super().stop()
+        check(st == 0, "%s exit status %d" % (self.name, st))
 
 
 WWW = os.path.join(TMP, "www")
@@ -406,7 +232,7 @@ def case_mtls(ctx):
 
 
 def main():
-    etcd = Etcd()
+    etcd = fl.Etcd(TMP).start()
     cp_port = free_port()
     ctx = {"etcd": etcd, "cp_port": cp_port, "nodes": []}
     cases = [case_change_reaches_both_nodes, case_limit_change_enforced,
@@ -438,7 +264,7 @@ def main():
         for k in ("cp", "cp_tls"):
             if k in ctx:
                 ctx[k].stop()
-        etcd.stop()
+        etcd.kill()
     shutil.rmtree(TMP, ignore_errors=True)
     return 0
 

@@ -1,41 +1,30 @@
 """fleetlib: a private fleet on loopback for the python sync tests and
-benchmarks: a real etcd, real sluice-control replicas, real sluice-node
-processes in sync mode (plaintext), the admin API through python3-grpcio,
-HTTP probes, and reading a node's fail-static state file.
+benchmarks, the fleet layer above tests/support/sluicetest.py: sluice-control
+replicas (plaintext, or mTLS from scripts/gen-certs.sh certificates) that
+can be kill -9'd and restarted on their port, sluice-node processes in sync
+mode, the admin API through python3-grpcio with retries across replicas,
+and reading a node's fail-static state file.
 
-Used by tests/integration/sync/chaos_test.py and bench/fleet/e2e_bench.py
-(fleet_sync_test.py keeps its own copy of the same approach).
+Used by tests/integration/sync/{fleet_sync_test,chaos_test}.py and
+bench/fleet/e2e_bench.py. Every name of sluicetest is re-exported here
+(fl.free_port, fl.Etcd, fl.wait_for, ...).
 
-Contract:
-- Every process is started by the caller's thread with PR_SET_PDEATHSIG
-  (SIGKILL, through setpriv), so nothing outlives a test killed by meson's
-  timeout. The signal follows the *thread* that started the process: start
-  processes from the main thread only.
-- Every wait is bounded (WAIT_S unless told) and raises Failure when it runs
-  out; Failure is a test failure, never a skip.
-- skip_unless_ready() exits 77 without /usr/bin/etcd or python3-grpcio.
-- Temp files live in one directory (Fleet.tmp); the caller removes it on
-  success and keeps it on failure for the logs.
+Contract: that of sluicetest (bounded waits raising Failure, processes
+started from the main thread under PR_SET_PDEATHSIG, skip_unless_ready()
+exits 77). Temp files live in one directory (tmp, from make_tmp()); the
+caller removes it on success and keeps it on failure for the logs.
+configure() names the binaries once before any Control or Node.
 """
-import base64
 import hashlib
-import importlib
-import json
 import os
-import re
-import select
-import signal
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-ETCD = "/usr/bin/etcd"
-WAIT_S = 15.0
+from sluicetest import *  # noqa: F401,F403 -- the layer re-exports the harness
+from sluicetest import (WAIT_S, ControlProc, Failure, NodeProc, check, compile_protos,
+                        http_get, metric, stop_proc)
+
 TOKEN = "fleetlib-token"
 BEARER = (("authorization", "Bearer " + TOKEN),)
 RULESET = "edge"
@@ -46,164 +35,22 @@ PREFIX = "/sluice/v1/"
 RETRY_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
 
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def skip_unless_ready(prog):
-    """Exit 77 (meson skip) without etcd or the python gRPC packages."""
-    if not os.access(ETCD, os.X_OK):
-        print("%s: skipped: no %s" % (prog, ETCD))
-        sys.exit(77)
-    try:
-        importlib.import_module("grpc")
-        importlib.import_module("grpc_tools.protoc")
-    except ImportError as e:
-        print("%s: skipped: %s (needs python3-grpcio, python3-grpc-tools)" % (prog, e))
-        sys.exit(77)
-
-
-def wait_for(what, fn, timeout=WAIT_S, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(step)
-    raise Failure("timed out after %.0f s waiting for %s" % (timeout, what))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http_get(port, path, headers=None, timeout=5):
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def metric(text, name, labels=""):
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def spawn(argv, stdout, stderr):
-    """Popen under `setpriv --pdeathsig KILL`. Not preexec_fn: that makes
-    Python fork(), and fork() runs grpcio's pthread_atfork handler, which
-    deadlocks (seen: the main thread stuck in __run_prefork_handlers) while
-    other threads are inside gRPC calls. Without preexec_fn Python uses
-    vfork, which runs no atfork handlers."""
-    return subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "--"] + list(argv),
-                            stdout=stdout, stderr=stderr)
-
-
-def read_ready(proc, prefix, what, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        r, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
-        if not r:
-            raise Failure("%s: no ready line in %.0f s" % (what, timeout))
-        c = os.read(proc.stdout.fileno(), 1)
-        if not c:
-            raise Failure("%s exited before ready (status %r)" % (what, proc.wait()))
-        line += c
-    line = line.decode().strip()
-    check(line.startswith(prefix), "%s ready line %r" % (what, line))
-    return line
-
-
-def stop_proc(proc, timeout=WAIT_S):
-    """SIGTERM, bounded wait, then SIGKILL. Returns the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def load_protos(proto_dir, out_dir):
-    """Compiles the sluice protos into out_dir and returns the modules."""
-    from grpc_tools import protoc
-    if protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out_dir,
-                    "--grpc_python_out=" + out_dir, "sluice/v1/policy.proto",
-                    "sluice/v1/admin.proto", "sluice/v1/sync.proto",
-                    "sluice/v1/fleet.proto"]) != 0:
-        raise Failure("protoc could not compile the protos in %s" % proto_dir)
-    sys.path.insert(0, out_dir)
+    """Compiles the sluice protos into out_dir and returns the modules
+    (admin_pb2, admin_pb2_grpc, policy_pb2, sync_pb2)."""
+    compile_protos(proto_dir, out_dir)
     from sluice.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, sync_pb2
     return admin_pb2, admin_pb2_grpc, policy_pb2, sync_pb2
 
 
-class Etcd:
-    def __init__(self, tmp):
-        self.client, self.peer = free_port(), free_port()
-        self.url = "http://127.0.0.1:%d" % self.client
-        peer = "http://127.0.0.1:%d" % self.peer
-        self.log = open(os.path.join(tmp, "etcd.log"), "ab")
-        self.proc = spawn(
-            [ETCD, "--name", "n", "--data-dir", os.path.join(tmp, "etcd"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", "n=" + peer, "--log-level", "warn"],
-            self.log, self.log)
-
-        def healthy():
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                    return b"true" in r.read()
-            except OSError:
-                return False
-        wait_for("etcd healthy", healthy, timeout=30)
-
-    def _range(self, key, range_end=None):
-        q = {"key": base64.b64encode(key).decode()}
-        if range_end is not None:
-            q["range_end"] = base64.b64encode(range_end).decode()
-        req = urllib.request.Request(self.url + "/v3/kv/range", data=json.dumps(q).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read()).get("kvs", [])
-
-    def range_prefix(self, prefix):
-        """Every (key, value bytes) under prefix, read from etcd itself
-        through its v3 JSON gateway (one linearizable range)."""
-        k = prefix.encode()
-        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")))
-                for kv in self._range(k, k[:-1] + bytes([k[-1] + 1]))]
-
-    def mod_revision(self, key):
-        """The etcd revision that last wrote key (0 when absent)."""
-        kvs = self._range(key.encode())
-        return int(kvs[0]["mod_revision"]) if kvs else 0
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 class Control:
-    """One sluice-control replica (plaintext). The process only: admin calls
-    go through Admin, which owns its channels."""
+    """One sluice-control replica on a fixed port: plaintext, or with pki
+    (a gen-certs.sh directory) mTLS requiring client certificates. The
+    process only: admin calls go through Admin, which owns its channels.
+    start() after kill9()/stop() restarts it on the same port."""
 
-    def __init__(self, tmp, etcd, port, name):
-        self.tmp, self.etcd, self.port, self.name = tmp, etcd, port, name
+    def __init__(self, tmp, etcd, port, name, pki=None):
+        self.tmp, self.etcd, self.port, self.name, self.pki = tmp, etcd, port, name, pki
         self.proc = None
         self.starts = 0
         self.tokens = os.path.join(tmp, "tokens")
@@ -213,31 +60,31 @@ class Control:
 
     def start(self):
         self.starts += 1
-        self.log_path = os.path.join(self.tmp, "%s-%d.log" % (self.name, self.starts))
-        with open(self.log_path, "ab") as log:
-            self.proc = spawn(
-                [self.control_bin, "--listen", "127.0.0.1:%d" % self.port,
-                 "--etcd", self.etcd.url, "--admin-token-file", self.tokens,
-                 "--replica-id", self.name, "--plaintext"],
-                subprocess.PIPE, log)
-        read_ready(self.proc, "sluice-control: ready", self.name)
+        if self.pki:
+            sec = ["--tls-cert", self.pki + "/control.pem", "--tls-key",
+                   self.pki + "/control.key", "--tls-ca", self.pki + "/ca.pem",
+                   "--require-client-cert"]
+        else:
+            sec = ["--plaintext"]
+        self.p = ControlProc(
+            [self.control_bin, "--listen", "127.0.0.1:%d" % self.port,
+             "--etcd", self.etcd.url, "--admin-token-file", self.tokens,
+             "--replica-id", self.name] + sec,
+            os.path.join(self.tmp, "%s-%d.log" % (self.name, self.starts)), self.name)
+        self.proc, self.log_path = self.p.proc, self.p.log_path
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
     def kill9(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        self.p.kill9()
 
     def stop(self):
         if self.proc is not None:
-            stop_proc(self.proc)
-            self.proc.stdout.close()
+            self.p.stop()
 
     def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        return self.p.text()
 
 
 class Admin:
@@ -302,11 +149,23 @@ class Admin:
 
 
 class Node:
-    def __init__(self, tmp, name, endpoints, workers=1):
+    """A sluice-node in sync mode (ruleset RULESET) on endpoints, with its
+    state directory in tmp. tls = (pki, cert name) for mTLS to the control
+    plane (server name sluice-control), else plaintext. start() after stop()
+    restarts it on the same configuration and state."""
+
+    def __init__(self, tmp, name, endpoints, workers=1, tls=None, backoff_max_ms=500,
+                 report_interval_ms=1000):
         self.name = name
         self.tmp = tmp
         self.state = os.path.join(tmp, "state-" + name)
         self.cfg = os.path.join(tmp, name + ".yaml")
+        if tls:
+            pki, cert = tls
+            sec = ("  tls:\n    ca: %s/ca.pem\n    cert: %s/%s.pem\n    key: %s/%s.key\n"
+                   "    server_name: sluice-control\n" % (pki, pki, cert, pki, cert))
+        else:
+            sec = "  plaintext: true\n"
         with open(self.cfg, "w") as f:
             f.write("""node:
   id: %s
@@ -319,27 +178,27 @@ admin:
   listen: 127.0.0.1:0
 sync:
   endpoints: [%s]
-  plaintext: true
-  state_dir: %s
+%s  state_dir: %s
   connect_timeout_ms: 1000
   backoff_min_ms: 50
-  backoff_max_ms: 500
-  report_interval_ms: 1000
-""" % (name, RULESET, workers, ", ".join('"127.0.0.1:%d"' % p for p in endpoints),
-                self.state))
+  backoff_max_ms: %d
+  report_interval_ms: %d
+""" % (name, RULESET, workers, ", ".join('"127.0.0.1:%d"' % p for p in endpoints), sec,
+                self.state, backoff_max_ms, report_interval_ms))
         self.start()
 
     def start(self):
-        self.log_path = os.path.join(self.tmp, "%s-%d.log" % (self.name, time.monotonic_ns()))
-        with open(self.log_path, "w") as log:
-            self.proc = spawn([self.node_bin, "--config", self.cfg], subprocess.PIPE, log)
-        line = read_ready(self.proc, "sluice-node: ready", self.name)
-        addrs = dict(kv.split("=", 1) for kv in line.split()[2:])
-        self.port = int(addrs["listen"].rsplit(":", 1)[1])
-        self.admin = int(addrs["admin"].rsplit(":", 1)[1])
+        self.p = NodeProc([self.node_bin, "--config", self.cfg],
+                          os.path.join(self.tmp, "%s-%d.log" % (self.name, time.monotonic_ns())),
+                          self.name)
+        self.proc, self.log_path = self.p.proc, self.p.log_path
+        self.port = self.p.port("listen")
+        self.admin = self.p.port("admin")
 
-    def get(self, path, timeout=5):
-        return http_get(self.port, path, timeout=timeout)[0]
+    def get(self, path, timeout=5, client=None):
+        """The HTTP status of GET path on the proxy (Client-ID: client)."""
+        return http_get(self.port, path, {"Client-ID": client} if client else None,
+                        timeout=timeout)[0]
 
     def metrics(self):
         st, body = http_get(self.admin, "/metrics")
@@ -366,12 +225,12 @@ sync:
         return version, b[48:]
 
     def text(self):
-        with open(self.log_path) as f:
-            return f.read()
+        return self.p.text()
 
     def stop(self):
+        """SIGTERM, bounded wait (then SIGKILL); the exit status."""
         st = stop_proc(self.proc, WAIT_S + 10)
-        self.proc.stdout.close()
+        self.p._close()
         return st
 
 
@@ -385,6 +244,41 @@ def resource_hash(resources):
         h.update(struct.pack("<Q", len(e)))
         h.update(e)
     return h.hexdigest()
+
+
+def setup(argv, prefix):
+    """For a script run as `SCRIPT SLUICE_CONTROL SLUICE_NODE PROTO_DIR`:
+    names the binaries, makes the temp directory and compiles the protos.
+    Returns (ctx, pb): ctx = {"tmp", "nodes": [], "cps": []} for the
+    caller to fill (print_logs, teardown), pb as load_protos."""
+    control, node, proto_dir = argv[1:4]
+    configure(control, node)
+    tmp = make_tmp(prefix)
+    return {"tmp": tmp, "nodes": [], "cps": []}, load_protos(proto_dir, tmp)
+
+
+def print_logs(ctx, tail=2000):
+    """After a failure: the last tail characters of every node's and
+    replica's log in ctx (a dict with "nodes", "cps", "tmp"), and where the
+    logs are kept."""
+    for p in ctx["nodes"] + ctx["cps"]:
+        print("---- %s log ----\n%s" % (p.name, p.text()[-tail:]))
+    print("logs kept in %s" % ctx["tmp"], flush=True)
+
+
+def teardown(ctx):
+    """Stops every node, replica and the etcd in ctx (bounded). Returns
+    [(node name, exit status)] of the nodes that did not exit 0."""
+    bad = []
+    for n in ctx["nodes"]:
+        st = n.stop()
+        if st != 0:
+            bad.append((n.name, st))
+    for cp in ctx["cps"]:
+        cp.stop()
+    if "etcd" in ctx:
+        ctx["etcd"].kill()
+    return bad
 
 
 def make_tmp(prefix):

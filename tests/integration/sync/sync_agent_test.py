@@ -16,75 +16,26 @@ Prints one line per case; exits 1 on the first failure.
 """
 import os
 import queue
-import re
-import select
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent import futures
 
+import sluicetest
+from sluicetest import Failure, check, free_port, http_get, metric, wait_for
+
+sluicetest.skip_unless_ready("sync_agent_test", etcd=False)
 NODE, PROTO_DIR = sys.argv[1], sys.argv[2]
 TMP = tempfile.mkdtemp(prefix="sluice-sync-test-")
 WAIT_S = 10.0
 
 # Python stubs of our own protos, generated here (no checked-in copies).
-from grpc_tools import protoc  # noqa: E402
-
-if protoc.main(["protoc", "-I" + PROTO_DIR, "--python_out=" + TMP, "--grpc_python_out=" + TMP,
-                "sluice/v1/policy.proto", "sluice/v1/sync.proto"]) != 0:
-    print("FAIL: protoc could not compile the protos")
-    sys.exit(1)
-sys.path.insert(0, TMP)
+sluicetest.compile_protos(PROTO_DIR, TMP)
 import grpc  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 from sluice.v1 import policy_pb2, sync_pb2, sync_pb2_grpc  # noqa: E402
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def wait_for(what, fn, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise Failure("timed out waiting for " + what)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, labels=""):
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
 
 
 # ---- the policies --------------------------------------------------------
@@ -192,8 +143,10 @@ STATE = os.path.join(TMP, "state")
 
 
 class Node:
+    """sluice-node in sync mode on endpoints (node id edge-test-1, reports
+    every 300 ms), its state in STATE; tag names its config and log."""
+
     def __init__(self, endpoints, tag):
-        self.log_path = os.path.join(TMP, "node-%s.log" % tag)
         cfg = os.path.join(TMP, "node-%s.yaml" % tag)
         with open(cfg, "w") as f:
             f.write("""node:
@@ -215,53 +168,25 @@ sync:
   backoff_max_ms: 500
   report_interval_ms: 300
 """ % (", ".join('"127.0.0.1:%d"' % p for p in endpoints), STATE))
-        self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen([NODE, "--config", cfg], stdout=subprocess.PIPE,
-                                  stderr=self.log)
-        line = b""
-        deadline = time.monotonic() + WAIT_S
-        while not line.endswith(b"\n"):
-            r, _, _ = select.select([self.p.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not r:
-                self.kill()
-                raise Failure("no ready line; log: " + self.text())
-            c = os.read(self.p.stdout.fileno(), 1)
-            if not c:
-                raise Failure("node exited before ready; log: " + self.text())
-            line += c
-        addrs = dict(kv.split("=", 1) for kv in line.decode().split()[2:])
-        self.port = int(addrs["listen"].rsplit(":", 1)[1])
-        self.admin = int(addrs["admin"].rsplit(":", 1)[1])
+        self.p = sluicetest.NodeProc([NODE, "--config", cfg],
+                                     os.path.join(TMP, "node-%s.log" % tag), "node-" + tag,
+                                     timeout=WAIT_S)
+        self.port = self.p.port("listen")
+        self.admin = self.p.port("admin")
 
     def get(self, path):
         return http_get(self.port, path)
 
     def metrics(self):
-        st, body = http_get(self.admin, "/metrics")
-        check(st == 200, "/metrics %d" % st)
-        return body
+        return self.p.metrics()
 
     def text(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
+        return self.p.text()
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=WAIT_S + 10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise Failure("node did not exit after SIGTERM")
-            # 0 after a drain; a sanitizer report would make it non-zero.
-            check(self.p.returncode == 0, "node exit status %d after SIGTERM; log: %s"
-                  % (self.p.returncode, self.text()[-3000:]))
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
+        rc = self.p.stop(timeout=WAIT_S + 10, strict=True)
+        # 0 after a drain; a sanitizer report would make it non-zero.
+        check(rc == 0, "node exit status %d after SIGTERM; log: %s" % (rc, self.text()[-3000:]))
 
 
 POLICY_A = [route("a")]

@@ -4,7 +4,8 @@
  * any number of workers run it at once without locks. See decision.h for
  * the evaluation order; docs/POLICY.md explains it for operators. Each
  * thread memoizes what it found for the clients it sees often; an entry
- * holds only for the snapshot (snapshot_uid) it was read from.
+ * holds only for the snapshot (snapshot_uid) it was read from. The route
+ * comes from snapshot_find_route(), which keeps a memo of the same kind.
  */
 #include "decision.h"
 
@@ -353,6 +354,7 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 {
 	const struct policy_settings *settings = snapshot_settings(s);
 	struct who w = { 0 };
+	struct snapshot_route route_copy;
 	const struct snapshot_route *sr;
 	const struct policy_route *rt;
 	uint32_t spare_slot = 0;
@@ -384,9 +386,13 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 			limiter_prefetch(lim, w.own_key);
 	}
 
-	/* The route's index entry says whether it has methods, lists or
-	 * limits of its own: a plain route's resource is not read. */
-	sr = snapshot_lookup_route(s, req->host, req->host_len, req->path, req->path_len);
+	/* The route's index entry (or this thread's memo copy of it) says
+	 * whether it has methods, lists or limits of its own: a plain route's
+	 * resource is not read. */
+	sr = snapshot_find_route(s, req->host, req->host_len, req->path, req->path_len,
+				 &route_copy)
+		     ? &route_copy
+		     : NULL;
 	out->route = sr ? sr->res : NULL;
 	if (settings->disabled) {
 		out->verdict = out->route ? DECISION_ALLOW : DECISION_NO_ROUTE;

@@ -2,7 +2,8 @@
  * use: access lists, route, method, client, rate limits, in that order.
  *
  * Pure function of (snapshot, limiter state, request, time): no locks, no
- * allocation. The caller holds the snapshot (an RCU read section) for as
+ * allocation but a thread's first call (its client and route memos, kept
+ * per snapshot uid, so they never change a result). The caller holds the snapshot (an RCU read section) for as
  * long as it uses the resource pointers in the result.
  */
 #ifndef SLUICE_DECISION_H

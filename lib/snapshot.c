@@ -35,6 +35,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1504,22 +1505,24 @@ static const struct snapshot_route *route_get(const struct snapshot *s, uint64_t
 }
 
 /* The longest route of one host for the path, trying prefixes at segment
- * boundaries from `end` (the end of the deepest useful prefix) up to "/". */
+ * boundaries from `end` (the end of the deepest useful prefix) up to "/".
+ * `seed` is host_seed(host, host_len); `h0`, when not 0, is the route hash
+ * of the first candidate, already computed by the caller. */
 static const struct snapshot_route *match_host(const struct snapshot *s, const char *host,
-					       size_t host_len, const char *path, size_t end)
+					       size_t host_len, uint64_t seed, uint64_t h0,
+					       const char *path, size_t end)
 {
-	uint64_t seed = host_seed(host, host_len);
-
 	for (;;) {
 		const char *prefix = end ? path : "/";
 		size_t prefix_len = end ? end : 1;
-		uint64_t h = route_hash(seed, prefix, prefix_len);
+		uint64_t h = h0 ? h0 : route_hash(seed, prefix, prefix_len);
 		const struct snapshot_route *r = route_get(s, h, host, host_len, prefix, prefix_len);
 
 		if (r)
 			return r;
 		if (end <= 1)
 			return NULL;
+		h0 = 0;
 		do
 			end--;
 		while (end > 0 && path[end] != '/');
@@ -1530,9 +1533,9 @@ const struct policy_res *snapshot_match_route(const struct snapshot *s, const ch
 					      size_t host_len, const char *path,
 					      size_t path_len)
 {
-	const struct snapshot_route *r = snapshot_lookup_route(s, host, host_len, path, path_len);
+	struct snapshot_route r;
 
-	return r ? r->res : NULL;
+	return snapshot_find_route(s, host, host_len, path, path_len, &r) ? r.res : NULL;
 }
 
 /* 0x80 in each byte of x that equals c, 0 elsewhere: exact, no borrow
@@ -1596,12 +1599,177 @@ static bool only_slashes_follow(const char *path, size_t i, size_t len)
 	return i == len || path[i] == '?';
 }
 
-const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
-						   size_t host_len, const char *path,
-						   size_t path_len)
+/* ---- per-thread memo of route matches ----
+ *
+ * A match costs two hashes (host, then the deepest candidate prefix), and
+ * for every candidate a walk down the flat index (root, page, chunk, then
+ * the route entry: dependent cache lines) and the fallback to routes of
+ * any host. The answer depends only on the snapshot, the host and the
+ * path up to `end` (the deepest useful prefix), and traffic goes to few
+ * (host, prefix) pairs, so each thread keeps the answers it found, one
+ * cache line each, in sets of two adjacent lines: a hit reads the memo
+ * instead of the index and computes neither XXH3 hash. Two ways, because a
+ * direct-mapped table as large lost a third of a thousand busy pairs to
+ * collisions (callgrind, policy_bench hot mix). The set is picked by
+ * route_memo_set(), a word-at-a-time hash a few instructions long: it
+ * only spreads pairs over sets (the key bytes are compared in full), so
+ * its weakness against crafted input costs an attacker's pairs their
+ * hits, never a wrong answer. An entry is used only while the snapshot
+ * that produced it is the one being read (same uid): a publish
+ * invalidates everything at once, and no stale pointer is ever
+ * dereferenced. Misses (no route) are not memoized: anyone can send a new
+ * path. Like the client memo in decision.c, a frequent pair is kept
+ * against one-off ones: a new pair replaces an entry only once misses
+ * have worn down the hits it earned. Pairs longer than ROUTE_MEMO_KEY_MAX
+ * bytes go to the index every time. */
+#define ROUTE_MEMO_SETS 1024u
+#define ROUTE_MEMO_KEY_MAX 42u
+
+/* One memoized match: one cache line, owned by its thread's memo. It
+ * holds a copy of the route's struct snapshot_route, so that a hit does
+ * not read the route's index entry either (a pointer to it cost the
+ * decision that line's miss instead). The host and path bytes are
+ * compared in full: the set hash is weak, and the route hash not keyed. */
+struct route_memo_ent {
+	uint64_t snap_uid; /* 0: empty */
+	const struct policy_res *res;
+	uint8_t host_len;
+	uint8_t path_len;
+	uint8_t hits;
+	bool all_methods, no_access_lists, no_rate_limits;
+	char key[ROUTE_MEMO_KEY_MAX]; /* host bytes, then path bytes */
+};
+_Static_assert(sizeof(struct route_memo_ent) == 64, "a route memo entry is one cache line");
+
+struct route_memo {
+	struct route_memo_ent ent[ROUTE_MEMO_SETS][2];
+};
+
+/* Allocated on the thread's first lookup, freed when it exits (pthread key
+ * destructor). */
+static __thread struct route_memo *tl_route_memo;
+static pthread_key_t route_memo_key;
+static pthread_once_t route_memo_once = PTHREAD_ONCE_INIT;
+static bool route_memo_key_ok;
+
+static void route_memo_destroy(void *m)
+{
+	free(m);
+}
+
+static void route_memo_key_init(void)
+{
+	route_memo_key_ok = pthread_key_create(&route_memo_key, route_memo_destroy) == 0;
+}
+
+/* The calling thread's memo; NULL when it cannot have one (no memory). */
+static struct route_memo *route_memo_get(void)
+{
+	struct route_memo *m = tl_route_memo;
+
+	if (__builtin_expect(m != NULL, 1))
+		return m;
+	pthread_once(&route_memo_once, route_memo_key_init);
+	if (!route_memo_key_ok || !(m = aligned_alloc(64, sizeof(*m))))
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	if (pthread_setspecific(route_memo_key, m) != 0) {
+		free(m);
+		return NULL;
+	}
+	tl_route_memo = m;
+	return m;
+}
+
+/* Mixes the n bytes at p into h, eight at a time (the last word
+ * overlapping the one before, or assembled from the short tail), reading
+ * only p[0, n). */
+static inline uint64_t route_memo_mix(uint64_t h, const char *p, size_t n)
+{
+	const uint64_t k = 0x9e3779b97f4a7c15ull;
+	uint64_t w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		h = (h ^ w) * k;
+		h ^= h >> 29;
+	}
+	if (i < n) {
+		if (n >= 8) {
+			memcpy(&w, p + n - 8, 8);
+		} else if (n >= 4) {
+			uint32_t a, b;
+
+			memcpy(&a, p, 4);
+			memcpy(&b, p + n - 4, 4);
+			w = a | (uint64_t)b << 32;
+		} else {
+			w = (uint64_t)(unsigned char)p[0] | (uint64_t)(unsigned char)p[n / 2] << 8 |
+			    (uint64_t)(unsigned char)p[n - 1] << 16;
+		}
+		h = (h ^ w) * k;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
+/* The memo set of (host, path[0, end)). */
+static inline size_t route_memo_set(const char *host, size_t host_len, const char *path,
+				    size_t end)
+{
+	uint64_t h = route_memo_mix((uint64_t)host_len << 32 | end, host, host_len);
+
+	h = route_memo_mix(h, path, end) * 0xc2b2ae3d27d4eb4full;
+	return (size_t)(h >> 54) & (ROUTE_MEMO_SETS - 1); /* top bits: the best mixed */
+}
+_Static_assert(ROUTE_MEMO_SETS == 1024u, "route_memo_set takes the top 10 bits");
+
+/* Does entry e hold (host, path[0, end)) for snapshot `uid`? */
+static inline bool route_memo_is(const struct route_memo_ent *e, uint64_t uid, const char *host,
+				 size_t host_len, const char *path, size_t end)
+{
+	return e->snap_uid == uid && e->host_len == host_len && e->path_len == end &&
+	       short_eq(e->key, host, host_len) && short_eq(e->key + host_len, path, end);
+}
+
+/* Keeps a match in set `set`: in a way that is empty or from another
+ * snapshot, else in place of the way with fewer hits once misses have worn
+ * them down. */
+static void route_memo_store(struct route_memo_ent *set, uint64_t uid, const char *host,
+			     size_t host_len, const char *path, size_t end,
+			     const struct snapshot_route *r)
+{
+	struct route_memo_ent *e = &set[0];
+
+	if (set[0].snap_uid == uid)
+		e = set[1].snap_uid != uid || set[1].hits < set[0].hits ? &set[1] : &set[0];
+	if (e->snap_uid == uid && e->hits > 0) {
+		e->hits--;
+		return;
+	}
+	e->snap_uid = uid;
+	e->res = r->res;
+	e->all_methods = r->all_methods;
+	e->no_access_lists = r->no_access_lists;
+	e->no_rate_limits = r->no_rate_limits;
+	e->host_len = (uint8_t)host_len;
+	e->path_len = (uint8_t)end;
+	e->hits = 0;
+	memcpy(e->key, host, host_len);
+	memcpy(e->key + host_len, path, end);
+}
+
+/* The route match; with `memo`, looked up in and kept in the calling
+ * thread's memo, and then *copy is filled and `copy` returned on a hit. */
+static const struct snapshot_route *lookup_route(const struct snapshot *s, const char *host,
+						 size_t host_len, const char *path, size_t path_len,
+						 bool memo, struct snapshot_route *copy)
 {
 	const unsigned depth_max = s->route_depth_max;
 	const struct snapshot_route *r;
+	struct route_memo_ent *me = NULL;
+	uint64_t seed, h0;
 	size_t end;
 
 	if (s->kind_count[POLICY_KIND_ROUTE] == 0)
@@ -1620,12 +1788,57 @@ const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, con
 	if (end == path_len || path[end] == '?' || only_slashes_follow(path, end, path_len))
 		while (end > 1 && path[end - 1] == '/')
 			end--;
-	if (host_len) {
-		r = match_host(s, host, host_len, path, end);
-		if (r)
-			return r;
+	if (memo && host_len + end <= ROUTE_MEMO_KEY_MAX) {
+		struct route_memo *m = route_memo_get();
+
+		if (m) {
+			me = m->ent[route_memo_set(host, host_len, path, end)];
+			for (int w = 0; w < 2; w++)
+				if (route_memo_is(&me[w], s->uid, host, host_len, path, end)) {
+					if (me[w].hits < UINT8_MAX)
+						me[w].hits++;
+					copy->res = me[w].res;
+					copy->all_methods = me[w].all_methods;
+					copy->no_access_lists = me[w].no_access_lists;
+					copy->no_rate_limits = me[w].no_rate_limits;
+					return copy;
+				}
+		}
 	}
-	return match_host(s, "", 0, path, end);
+	/* end >= 1 here (path starts with '/'), so the first candidate of
+	 * match_host is path[0, end) and h0 is its hash. */
+	seed = host_seed(host, host_len);
+	h0 = route_hash(seed, path, end);
+	r = NULL;
+	if (host_len)
+		r = match_host(s, host, host_len, seed, h0, path, end);
+	if (!r) {
+		uint64_t seed0 = host_seed("", 0);
+
+		r = match_host(s, "", 0, seed0, host_len ? 0 : h0, path, end);
+	}
+	if (r && me)
+		route_memo_store(me, s->uid, host, host_len, path, end, r);
+	return r;
+}
+
+const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
+						   size_t host_len, const char *path,
+						   size_t path_len)
+{
+	return lookup_route(s, host, host_len, path, path_len, false, NULL);
+}
+
+bool snapshot_find_route(const struct snapshot *s, const char *host, size_t host_len,
+			 const char *path, size_t path_len, struct snapshot_route *out)
+{
+	const struct snapshot_route *r = lookup_route(s, host, host_len, path, path_len, true, out);
+
+	if (!r)
+		return false;
+	if (r != out)
+		*out = *r;
+	return true;
 }
 
 static bool table_has(const struct cidr_table *t, const struct cidr_addr *addr)

@@ -89,7 +89,8 @@ const struct policy_res *snapshot_get_ref(const struct snapshot *s, enum policy_
 int snapshot_foreach(const struct snapshot *s,
 		     int (*cb)(void *arg, const struct policy_res *r), void *arg);
 
-/* ---- request path: lock-free, allocation-free lookups ---- */
+/* ---- request path: lock-free lookups; allocation-free but for each
+ * thread's first route lookup (its memo, see snapshot_find_route) ---- */
 
 /* The Settings resource, or built-in defaults when the ruleset has none. */
 const struct policy_settings *snapshot_settings(const struct snapshot *s);
@@ -163,6 +164,16 @@ struct snapshot_route {
 const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, const char *host,
 						   size_t host_len, const char *path,
 						   size_t path_len);
+
+/* Same match, copied to *out: false when no route matches (*out then
+ * unspecified). What the request path uses: the answer comes from the
+ * calling thread's memo of matches when it holds this (host, prefix) for
+ * this snapshot (by uid), which costs neither the hashes nor the index
+ * walk nor a read of the route's index entry. snapshot_match_route()
+ * uses it too. A thread's first call allocates its memo (128 KiB, freed
+ * when the thread exits); without memory, lookups go without it. */
+bool snapshot_find_route(const struct snapshot *s, const char *host, size_t host_len,
+			 const char *path, size_t path_len, struct snapshot_route *out);
 
 enum snapshot_access {
 	SNAPSHOT_ACCESS_ALLOW = 0,

@@ -977,6 +977,187 @@ Test(snapshot, match_route_without_catch_all_can_miss)
 	snapshot_unref(s);
 }
 
+/* The route match as docs/POLICY.md states it, by brute force over every
+ * route of the snapshot: what the request path's indexes and its
+ * per-thread memo must reproduce exactly. */
+struct ref_route_arg {
+	const char *host, *path;
+	size_t host_len, path_len;
+	const struct policy_res *best;
+};
+
+static int ref_route_cb(void *arg, const struct policy_res *r)
+{
+	struct ref_route_arg *a = arg;
+	const struct policy_route *rt = &r->u.route;
+	size_t l = rt->match_prefix_len;
+
+	if (r->kind != POLICY_KIND_ROUTE || strlen(rt->host) != a->host_len ||
+	    memcmp(rt->host, a->host, a->host_len) != 0)
+		return 0;
+	if (!(l == 1 && rt->match_prefix[0] == '/') &&
+	    !(l <= a->path_len && memcmp(a->path, rt->match_prefix, l) == 0 &&
+	      (l == a->path_len || a->path[l] == '/')))
+		return 0;
+	if (!a->best || l > a->best->u.route.match_prefix_len)
+		a->best = r;
+	return 0;
+}
+
+static const struct policy_res *ref_match_route(const struct snapshot *s, const char *host,
+						size_t host_len, const char *path, size_t path_len)
+{
+	struct ref_route_arg a = { .host = host, .host_len = host_len };
+	const char *q;
+
+	if (path_len == 0 || path[0] != '/') {
+		path = "/";
+		path_len = 1;
+	}
+	if ((q = memchr(path, '?', path_len)))
+		path_len = (size_t)(q - path);
+	a.path = path;
+	a.path_len = path_len;
+	if (host_len) {
+		snapshot_foreach(s, ref_route_cb, &a);
+		if (a.best)
+			return a.best;
+	}
+	a.host = "";
+	a.host_len = 0;
+	snapshot_foreach(s, ref_route_cb, &a);
+	return a.best;
+}
+
+static uint32_t route_rand(void)
+{
+	return (uint32_t)(fixture_rand() >> 32);
+}
+
+/* A random path over "/ab?" (or an empty or relative one now and then). */
+static size_t random_path(char *buf, size_t cap)
+{
+	static const char alpha[] = "//ab?";
+	size_t n = route_rand() % cap;
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = alpha[route_rand() % 5];
+	if (n && route_rand() % 8)
+		buf[0] = '/';
+	return n;
+}
+
+/* A random ruleset of routes over a few hosts and short segment prefixes. */
+static struct snapshot *random_routes(uint64_t version, const char *const *hosts, size_t n_hosts)
+{
+	struct rlist l = { 0 };
+	char id[32], prefix[32];
+	struct snapshot *s;
+	int n = 0;
+
+	for (size_t h = 0; h < n_hosts; h++) {
+		/* Distinct normalized prefixes per host: a duplicate is refused. */
+		static const char *const pool[] = { "/", "/a", "/b", "/a/b", "/a/a", "/b/a/b",
+						    "/a/b/a", "/ab", "/a/b/a/b/a", "/b/b/" };
+		for (size_t k = 0; k < sizeof(pool) / sizeof(pool[0]); k++) {
+			if (route_rand() % 2)
+				continue;
+			snprintf(id, sizeof(id), "r%d", n++);
+			snprintf(prefix, sizeof(prefix), "%s", pool[k]);
+			rl_add(&l, mk_route(id, hosts[h], prefix, NULL, NULL, NULL));
+		}
+	}
+	s = build_ok(version, &l);
+	rl_free(&l);
+	return s;
+}
+
+/* Old and new agree: the index match (with the per-thread memo, hit and
+ * missed, across snapshots whose memo entries share slots) against the
+ * brute-force reference, on random rulesets and random requests. */
+Test(snapshot, match_route_agrees_with_brute_force_on_random_requests)
+{
+	static const char *const hosts[] = {
+		"", "x", "api.example.com",
+		"a-host-name-too-long-for-the-memo-of-routes-to-keep.example.com",
+	};
+	const size_t n_hosts = sizeof(hosts) / sizeof(hosts[0]);
+	char path[16];
+
+	for (int round = 0; round < 60; round++) {
+		struct snapshot *s[2] = { random_routes(1, hosts, n_hosts),
+					  random_routes(2, hosts, n_hosts) };
+
+		for (int i = 0; i < 3000; i++) {
+			const struct snapshot *cur = s[route_rand() % 2];
+			/* "z": a host without routes of its own. */
+			const char *host = route_rand() % 5 ? hosts[route_rand() % n_hosts] : "z";
+			size_t pl = random_path(path, sizeof(path));
+
+			for (int again = 0; again < 2; again++) {
+				const struct policy_res *want =
+					ref_match_route(cur, host, strlen(host), path, pl);
+				const struct policy_res *got =
+					snapshot_match_route(cur, host, strlen(host), path, pl);
+
+				cr_assert_eq(got, want, "host '%s' path '%.*s': got %s, want %s",
+					     host, (int)pl, path, got ? got->id : "(none)",
+					     want ? want->id : "(none)");
+				/* The index without the memo, and its copy. */
+				const struct snapshot_route *sr =
+					snapshot_lookup_route(cur, host, strlen(host), path, pl);
+				struct snapshot_route copy;
+
+				cr_assert_eq(sr ? sr->res : NULL, want);
+				cr_assert_eq(snapshot_find_route(cur, host, strlen(host), path, pl,
+								 &copy),
+					     want != NULL);
+				if (sr)
+					cr_assert(copy.res == sr->res &&
+						  copy.all_methods == sr->all_methods &&
+						  copy.no_access_lists == sr->no_access_lists &&
+						  copy.no_rate_limits == sr->no_rate_limits);
+			}
+		}
+		snapshot_unref(s[0]);
+		snapshot_unref(s[1]);
+	}
+}
+
+/* The per-thread memo answers for one snapshot only: the same request
+ * against a later snapshot, or an earlier one again, sees that snapshot's
+ * route, also when the memo holds the other's answer for the same pair. */
+Test(snapshot, match_route_memo_answers_for_its_snapshot_only)
+{
+	struct rlist l = { 0 };
+	struct snapshot *a, *b, *c;
+
+	rl_add(&l, mk_route("ra", "api.example.com", "/v1", NULL, NULL, NULL));
+	a = build_ok(1, &l);
+	rl_free(&l);
+	rl_add(&l, mk_route("rb", "api.example.com", "/v1", NULL, NULL, NULL));
+	b = build_ok(2, &l);
+	rl_free(&l);
+	rl_add(&l, mk_route("rc", "api.example.com", "/v2", NULL, NULL, NULL));
+	c = build_ok(3, &l);
+	rl_free(&l);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_str_eq(snapshot_match_route(a, "api.example.com", 15, "/v1/x", 5)->id, "ra");
+		cr_assert_str_eq(snapshot_match_route(b, "api.example.com", 15, "/v1/x", 5)->id, "rb");
+		cr_assert_null(snapshot_match_route(c, "api.example.com", 15, "/v1/x", 5));
+		cr_assert_str_eq(snapshot_lookup_route(a, "api.example.com", 15, "/v1/x", 5)->res->id,
+				 "ra");
+		struct snapshot_route copy;
+
+		cr_assert(snapshot_find_route(b, "api.example.com", 15, "/v1/x", 5, &copy));
+		cr_assert_str_eq(copy.res->id, "rb");
+		cr_assert_not(snapshot_find_route(c, "api.example.com", 15, "/v1/x", 5, &copy));
+	}
+	snapshot_unref(a);
+	snapshot_unref(b);
+	snapshot_unref(c);
+}
+
 struct access_case {
 	char name[64];
 	char addr[48];

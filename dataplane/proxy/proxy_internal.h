@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -35,6 +36,7 @@
 #define PROXY_DEFAULT_DRAIN_TIMEOUT_MS 10000u
 
 #define PROXY_RING_ENTRIES 1024u
+#define PROXY_FIXED_FILES_MAX 65536u  /* registered file table slots per worker, at most */
 #define PROXY_TICK_MS 50u            /* timeout resolution */
 #define PROXY_UP_BUF_BYTES (32u * 1024) /* upstream receive buffer = max response head */
 #define PROXY_MAX_FIELDS 100u
@@ -114,8 +116,24 @@ struct proxy_buf {
 	size_t len, cap;
 };
 int proxy_buf_reserve(struct proxy_buf *b, size_t extra);
-void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n); /* on ENOMEM sets len = SIZE_MAX */
-void proxy_buf_str(struct proxy_buf *b, const char *s);
+/* Appends n bytes (and keeps a NUL after them); on ENOMEM sets len =
+ * SIZE_MAX. Inline: a response head is a few dozen appends, most of them
+ * literals whose strlen the compiler folds, and the room is almost always
+ * there already. (len == SIZE_MAX never passes the room check.) */
+static inline void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap || b->len == SIZE_MAX) {
+		if (proxy_buf_reserve(b, n) < 0)
+			return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+static inline void proxy_buf_str(struct proxy_buf *b, const char *s)
+{
+	proxy_buf_add(b, s, strlen(s));
+}
 void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void proxy_buf_u64(struct proxy_buf *b, uint64_t v);       /* decimal, no printf */
 /* Writes v in decimal at out (room for 20 digits); returns the length. */
@@ -146,6 +164,7 @@ struct proxy_conn {
 	struct proxy_worker *w;
 	struct proxy_conn *prev, *next;
 	int fd;
+	bool fixed;                            /* fd is also slot fd of the ring's file table */
 	bool tls_port;
 	/* TLS (user-space records): ciphertext in tls_in[tls_in_off..tls_in_len);
 	 * in TLS mode op_send carries ciphertext from the engine's ring, and
@@ -237,6 +256,7 @@ struct proxy_upconn {
 	struct proxy_upconn *all_prev, *all_next; /* the worker's list of all */
 	struct proxy_conn *c;                  /* user; NULL when idle or orphaned */
 	int fd;
+	bool fixed;                            /* as proxy_conn.fixed */
 	unsigned inflight;
 	bool closing, connected, reused, idle, dead;
 	bool connect_pending, send_pending, recv_pending;
@@ -273,6 +293,10 @@ struct proxy_worker {
 	bool accept_armed[2];
 	struct io_uring ring;
 	bool ring_ok;
+	/* Registered file table: a socket's slot is its fd number (fds are
+	 * unique in the process, so the workers' tables never disagree);
+	 * n_fixed slots, 0 when the kernel refused the table. */
+	unsigned n_fixed;
 
 	struct proxy_conn *conns;              /* all live client connections */
 	unsigned n_conns;
@@ -344,6 +368,19 @@ void *proxy_worker_main(void *arg);
 /* worker.c, used by upstream.c and static.c */
 struct io_uring_sqe *proxy_get_sqe(struct proxy_worker *w);
 void proxy_cancel(struct proxy_worker *w, struct proxy_op *op); /* no-op once the ring is gone */
+/* Registered files: receives and sends on a socket in the table skip the
+ * kernel's per-operation file lookup and reference (IOSQE_FIXED_FILE).
+ * proxy_fixed_add registers fd in slot fd and returns whether it did (no
+ * table, fd beyond it, or a refusal: the plain fd is used). proxy_fixed_del
+ * must run before close(fd) of a registered socket: the table holds a
+ * reference that would otherwise keep the connection open. */
+bool proxy_fixed_add(struct proxy_worker *w, int fd);
+void proxy_fixed_del(struct proxy_worker *w, int fd);
+static inline void proxy_sqe_fixed(struct io_uring_sqe *sqe, bool fixed)
+{
+	if (fixed)
+		sqe->flags |= IOSQE_FIXED_FILE;
+}
 void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next);
 void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra_headers, bool close);
 void proxy_conn_abort(struct proxy_conn *c);

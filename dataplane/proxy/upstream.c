@@ -23,19 +23,36 @@
 
 /* ---- header helpers ---- */
 
-static bool name_is(const struct http_str *n, const char *lit)
+/* Field names are compared once per field per request: the length and the
+ * first byte (ASCII lower-cased) rule out almost every pair before the
+ * case-insensitive compare. `lit` must be a lower-case string literal. */
+static inline bool name_eq(const struct http_str *n, const char *lit, size_t l)
 {
-	size_t l = strlen(lit);
-
-	return n->len == l && strncasecmp(n->ptr, lit, l) == 0;
+	return n->len == l && (n->ptr[0] | 0x20) == lit[0] && strncasecmp(n->ptr, lit, l) == 0;
 }
+#define name_is(n, lit) name_eq((n), "" lit "", sizeof(lit) - 1)
 
-/* Fields that describe one hop (RFC 9110 7.6.1) or the framing we redo. */
+/* Fields that describe one hop (RFC 9110 7.6.1) or the framing we redo.
+ * Dispatched on the length: one compare at most for the common fields. */
 static bool hop_by_hop(const struct http_str *n)
 {
-	return name_is(n, "connection") || name_is(n, "keep-alive") || name_is(n, "te") ||
-	       name_is(n, "trailer") || name_is(n, "transfer-encoding") || name_is(n, "upgrade") ||
-	       (n->len >= 6 && strncasecmp(n->ptr, "proxy-", 6) == 0);
+	switch (n->len) {
+	case 2:
+		return name_is(n, "te");
+	case 7:
+		return name_is(n, "trailer") || name_is(n, "upgrade");
+	case 10:
+		if (name_is(n, "connection") || name_is(n, "keep-alive"))
+			return true;
+		break;
+	case 17:
+		if (name_is(n, "transfer-encoding"))
+			return true;
+		break;
+	default:
+		break;
+	}
+	return n->len >= 6 && (n->ptr[0] | 0x20) == 'p' && strncasecmp(n->ptr, "proxy-", 6) == 0;
 }
 
 /* The comma-separated tokens of every Connection field. */
@@ -177,6 +194,8 @@ static void upconn_maybe_free(struct proxy_upconn *u)
 	if (!u->closing || u->inflight || u->dead)
 		return;
 	u->dead = true;
+	if (u->fixed)
+		proxy_fixed_del(w, u->fd);
 	close(u->fd);
 	if (u->all_prev)
 		u->all_prev->all_next = u->all_next;
@@ -225,6 +244,7 @@ static void urecv(struct proxy_upconn *u)
 		return;
 	sqe = proxy_get_sqe(u->w);
 	io_uring_prep_recv(sqe, u->fd, u->rbuf + u->rlen, PROXY_UP_BUF_BYTES - u->rlen, 0);
+	proxy_sqe_fixed(sqe, u->fixed);
 	/* Armed right after a request went out or when the connection goes
 	 * idle: nothing to read yet, so skip the attempt and wait. */
 	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
@@ -248,6 +268,7 @@ static void usend(struct proxy_upconn *u)
 		u->msg.msg_iovlen = u->iovcnt;
 		io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
 	}
+	proxy_sqe_fixed(sqe, u->fixed);
 	io_uring_sqe_set_data(sqe, &u->op_send);
 	u->send_pending = true;
 	u->inflight++;
@@ -408,7 +429,7 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 		for (size_t i = 0; i < req->num_headers; i++) {
 			const struct http_header *h = &req->headers[i];
 
-			if (!name_is(&h->name, lit) || h->value.len == 0)
+			if (!name_eq(&h->name, lit, strlen(lit)) || h->value.len == 0)
 				continue;
 			proxy_buf_str(b, *seen ? ", " : out);
 			proxy_buf_add(b, h->value.ptr, h->value.len);
@@ -524,6 +545,7 @@ static void connect_new(struct proxy_conn *c)
 	u->w = w;
 	u->pool = pool;
 	u->fd = fd;
+	u->fixed = proxy_fixed_add(w, fd);
 	u->op_connect = (struct proxy_op){ OP_UCONNECT, u };
 	u->op_send = (struct proxy_op){ OP_USEND, u };
 	u->op_recv = (struct proxy_op){ OP_URECV, u };

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,19 +56,6 @@ int proxy_buf_reserve(struct proxy_buf *b, size_t extra)
 	return 0;
 }
 
-void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n)
-{
-	if (proxy_buf_reserve(b, n) < 0)
-		return;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-void proxy_buf_str(struct proxy_buf *b, const char *s)
-{
-	proxy_buf_add(b, s, strlen(s));
-}
 
 void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...)
 {
@@ -181,6 +169,25 @@ void proxy_cancel(struct proxy_worker *w, struct proxy_op *op)
 	io_uring_sqe_set_data64(sqe, 0);
 }
 
+bool proxy_fixed_add(struct proxy_worker *w, int fd)
+{
+	if (fd < 0 || (unsigned)fd >= w->n_fixed || !w->ring_ok)
+		return false;
+	return io_uring_register_files_update(&w->ring, (unsigned)fd, &fd, 1) == 1;
+}
+
+void proxy_fixed_del(struct proxy_worker *w, int fd)
+{
+	int none = -1;
+
+	/* After io_uring_queue_exit the table went with the ring. */
+	if (!w->ring_ok)
+		return;
+	if (io_uring_register_files_update(&w->ring, (unsigned)fd, &none, 1) != 1)
+		log_warn("Could not unregister a socket from the ring", "worker=%u fd=%d", w->idx,
+			 fd);
+}
+
 void proxy_conn_set_deadline(struct proxy_conn *c, enum proxy_deadline k, uint32_t ms)
 {
 	c->deadline_kind = k;
@@ -196,6 +203,8 @@ static void conn_maybe_free(struct proxy_conn *c)
 	if (!c->closing || c->inflight || c->dead)
 		return;
 	c->dead = true;
+	if (c->fixed)
+		proxy_fixed_del(w, c->fd);
 	close(c->fd);
 	tls_conn_free(c->tls);
 	c->tls = NULL;
@@ -368,6 +377,7 @@ static void arm_recv(struct proxy_conn *c)
 	} else {
 		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
 	}
+	proxy_sqe_fixed(sqe, c->fixed);
 	/* Keep-alive, between requests: the client sends its next request
 	 * only after reading our response, so a first receive attempt would
 	 * almost always fail; wait for readiness instead. */
@@ -433,6 +443,7 @@ void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next)
 		c->msg.msg_iovlen = c->iovcnt;
 		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
 	}
+	proxy_sqe_fixed(sqe, c->fixed);
 	io_uring_sqe_set_data(sqe, &c->op_send);
 	c->send_pending = true;
 	c->inflight++;
@@ -1219,6 +1230,7 @@ static void tls_pump_send(struct proxy_conn *c)
 		struct io_uring_sqe *sqe = proxy_get_sqe(c->w);
 
 		io_uring_prep_send(sqe, c->fd, data, len, MSG_NOSIGNAL);
+		proxy_sqe_fixed(sqe, c->fixed);
 		io_uring_sqe_set_data(sqe, &c->op_send);
 		c->send_pending = true;
 		c->inflight++;
@@ -1375,6 +1387,7 @@ static void on_accept(struct proxy_worker *w, unsigned which, int res, uint32_t 
 	c->op_send = (struct proxy_op){ OP_CSEND, c };
 	c->op_splice = (struct proxy_op){ OP_SPLICE_IN, c };
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fixed = proxy_fixed_add(w, c->fd);
 	set_peer(c);
 	c->next = w->conns;
 	if (w->conns)
@@ -1497,6 +1510,7 @@ static void tick(struct proxy_worker *w, uint64_t now)
 static int worker_init(struct proxy_worker *w)
 {
 	struct io_uring_params params;
+	struct rlimit rl;
 	int r;
 
 	memset(&params, 0, sizeof(params));
@@ -1508,7 +1522,24 @@ static int worker_init(struct proxy_worker *w)
 	}
 	if (r < 0)
 		return r;
+	/* A registered ring fd spares io_uring_enter its fdget/fdput; liburing
+	 * uses it by itself once registered. Without it (old kernel) the
+	 * plain fd works the same. */
+	if (io_uring_register_ring_fd(&w->ring) < 0)
+		log_debug("Ring fd not registered, using the plain fd", "worker=%u", w->idx);
 	w->ring_ok = true;
+	/* A sparse file table as large as the fd limit allows (capped: 8
+	 * bytes a slot), so that a socket's fd can be its slot. Refused
+	 * (old kernel, memory): every socket uses its plain fd. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		unsigned n = rl.rlim_cur > PROXY_FIXED_FILES_MAX ? PROXY_FIXED_FILES_MAX
+								 : (unsigned)rl.rlim_cur;
+
+		if (n > 0 && io_uring_register_files_sparse(&w->ring, n) == 0)
+			w->n_fixed = n;
+		else
+			log_debug("No registered file table, using plain fds", "worker=%u", w->idx);
+	}
 	w->op_accept[0] = (struct proxy_op){ OP_ACCEPT, w };
 	w->op_accept[1] = (struct proxy_op){ OP_ACCEPT, w };
 	w->op_log = (struct proxy_op){ OP_LOGWRITE, w };

@@ -42,6 +42,7 @@
 #include <urcu/urcu-memb.h>
 #include <xxhash.h>
 
+#include "bytes.h"
 #include "pmap.h"
 
 /* Route depths are bounded by the path length: "/a/b" has 2 segments. */
@@ -254,48 +255,13 @@ static const struct pmap_ops client_ops = {
 	.val_ref = client_ref, .val_unref = client_unref,
 };
 
-/* Equality of two short byte strings of length n without a libc call: keys
- * on the request path are a few dozen bytes, where memcmp's call and
- * dispatch cost more than the compare. Reads only the n bytes of each. */
-static inline bool short_eq(const void *a, const void *b, size_t n)
-{
-	const unsigned char *p = a, *q = b;
-	uint64_t x, y;
-	uint32_t u, v;
-
-	if (n >= 8) {
-		for (size_t i = 0; i + 8 <= n; i += 8) {
-			memcpy(&x, p + i, 8);
-			memcpy(&y, q + i, 8);
-			if (x != y)
-				return false;
-		}
-		memcpy(&x, p + n - 8, 8); /* the tail, overlapping */
-		memcpy(&y, q + n - 8, 8);
-		return x == y;
-	}
-	if (n >= 4) {
-		memcpy(&u, p, 4);
-		memcpy(&v, q, 4);
-		if (u != v)
-			return false;
-		memcpy(&u, p + n - 4, 4);
-		memcpy(&v, q + n - 4, 4);
-		return u == v;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != q[i])
-			return false;
-	return true;
-}
-
 /* Routes are keyed by (host, match_prefix). */
 static inline bool route_is(const struct route_ent *e, const char *host, size_t host_len,
 			    const char *prefix, size_t prefix_len)
 {
 	return e->host_len == host_len && e->prefix_len == prefix_len &&
-	       short_eq(e->key, host, host_len) &&
-	       short_eq(e->key + host_len + 1, prefix, prefix_len);
+	       bytes_eq_short(e->key, host, host_len) &&
+	       bytes_eq_short(e->key + host_len + 1, prefix, prefix_len);
 }
 
 static bool route_match(const void *val, const void *key)
@@ -1467,7 +1433,7 @@ const struct snapshot_client *snapshot_lookup_client_hash(const struct snapshot 
 	uint64_t h;
 
 	for (size_t n = 0; (e = pindex_get(s->client_ix, hash, n, &unsure)); n++)
-		if (e->key_len == len && short_eq(e->key, key, len))
+		if (e->key_len == len && bytes_eq_short(e->key, key, len))
 			return &e->c;
 	if (!unsure)
 		return NULL;
@@ -1730,7 +1696,7 @@ static inline bool route_memo_is(const struct route_memo_ent *e, uint64_t uid, c
 				 size_t host_len, const char *path, size_t end)
 {
 	return e->snap_uid == uid && e->host_len == host_len && e->path_len == end &&
-	       short_eq(e->key, host, host_len) && short_eq(e->key + host_len, path, end);
+	       bytes_eq_short(e->key, host, host_len) && bytes_eq_short(e->key + host_len, path, end);
 }
 
 /* Keeps a match in set `set`: in a way that is empty or from another

@@ -1,0 +1,46 @@
+/* bytes.h - byte-string helpers for the request path (lib/ internal).
+ */
+#ifndef SLUICE_BYTES_H
+#define SLUICE_BYTES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Equality of two short byte strings of length n without a libc call: keys
+ * on the request path are a few dozen bytes, where memcmp's call and
+ * dispatch cost more than the compare. Reads only the n bytes of each. */
+static inline bool bytes_eq_short(const void *a, const void *b, size_t n)
+{
+	const unsigned char *p = a, *q = b;
+	uint64_t x, y;
+	uint32_t u, v;
+
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&x, p + i, 8);
+			memcpy(&y, q + i, 8);
+			if (x != y)
+				return false;
+		}
+		memcpy(&x, p + n - 8, 8); /* the tail, overlapping */
+		memcpy(&y, q + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		memcpy(&u, p, 4);
+		memcpy(&v, q, 4);
+		if (u != v)
+			return false;
+		memcpy(&u, p + n - 4, 4);
+		memcpy(&v, q + n - 4, 4);
+		return u == v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != q[i])
+			return false;
+	return true;
+}
+
+#endif

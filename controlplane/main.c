@@ -455,6 +455,7 @@ int main(int argc, char **argv)
 		if (!err) {
 			struct fleet_config fc = {
 				.etcd = fleet_etcd,
+				.store_etcd = etcd,
 				.etcd_endpoints = endpoints,
 				.n_etcd_endpoints = (size_t)n_ep,
 				.etcd_timeout_ms = o.etcd_timeout_ms,

@@ -62,6 +62,13 @@ struct etcd;
 int etcd_new(const struct etcd_config *cfg, struct etcd **ret);
 void etcd_free(struct etcd *e);
 
+/* Latency of every unary call of this client (range, txn, put, delete,
+ * compact, leases), from taking the client to the answer or the error,
+ * failovers included; watches are not calls. Lives as long as e; read it
+ * from any thread (lib/metrics.h histograms are thread-safe). */
+struct metrics_histogram;
+const struct metrics_histogram *etcd_latency(const struct etcd *e);
+
 /* Errors common to every call below (besides the ones each lists):
  *   -ETIMEDOUT     the deadline passed before an endpoint answered;
  *   -ECONNREFUSED  every endpoint refused the connection (or last error was

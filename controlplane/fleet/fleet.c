@@ -709,6 +709,7 @@ int fleet_new(const struct fleet_config *cfg, struct fleet **ret)
 	if (!f)
 		return -ENOMEM;
 	f->etcd = cfg->etcd;
+	f->store_etcd = cfg->store_etcd;
 	f->etcd_timeout_ms = cfg->etcd_timeout_ms;
 	f->any_node = cfg->any_node;
 	f->window = cfg->window ? cfg->window : FLEET_DEFAULT_WINDOW;

@@ -59,6 +59,9 @@ struct fleet_config {
 	 * compaction; borrowed, outlives the fleet. Calls block: give the fleet
 	 * its own client so an etcd outage does not hold up admin calls. */
 	struct etcd *etcd;
+	/* The admin store's client, optional and borrowed: only its latency
+	 * is read, for /metrics (op="store"). */
+	struct etcd *store_etcd;
 	/* For the watch, which opens its own connection. */
 	const char *const *etcd_endpoints;
 	size_t n_etcd_endpoints;

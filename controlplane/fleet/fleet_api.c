@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "etcd.h"
 #include "log.h"
 #include "fleet_internal.h"
 
@@ -485,6 +486,7 @@ void fleet_metrics_render(struct fleet *f, struct metrics_buf *b)
 	static const char *const nodes_l[] = { "stream", "watch_nodes", NULL };
 	static const char *const stats_l[] = { "stream", "watch_stats", NULL };
 	static const char *const reg_l[] = { "op", "registry", NULL };
+	static const char *const store_l[] = { "op", "store", NULL };
 	uint64_t connected, lease;
 
 	pthread_mutex_lock(&f->mu);
@@ -554,8 +556,12 @@ void fleet_metrics_render(struct fleet *f, struct metrics_buf *b)
 		       "Commit of a version to its ack by a node");
 	metrics_histogram_render(b, "sluice_control_convergence_seconds", NULL, &f->convergence);
 	metrics_family(b, "sluice_control_etcd_request_seconds", "histogram",
-		       "Latency of the fleet's etcd calls (registry writes, lease keep-alives)");
+		       "Latency of etcd calls: op=registry (the fleet's registry writes and "
+		       "lease keep-alives), op=store (admin reads and commits)");
 	metrics_histogram_render(b, "sluice_control_etcd_request_seconds", reg_l, &f->etcd_latency);
+	if (f->store_etcd)
+		metrics_histogram_render(b, "sluice_control_etcd_request_seconds", store_l,
+					 etcd_latency(f->store_etcd));
 }
 
 /* A deliberately small HTTP/1.0 responder: one request per connection,

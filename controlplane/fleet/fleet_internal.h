@@ -216,6 +216,7 @@ struct counters {
 
 struct fleet {
 	struct etcd *etcd;
+	struct etcd *store_etcd;        /* /metrics only; may be NULL */
 	char **endpoints;
 	size_t n_endpoints;
 	uint64_t etcd_timeout_ms;

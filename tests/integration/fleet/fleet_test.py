@@ -688,6 +688,10 @@ def main():
             assert a['sluice_control_sync_hello_refused_total'] >= 1, a
             assert a['sluice_control_convergence_seconds_count'] >= 5, a
             assert a['sluice_control_registry_lease_held'] == 1, a
+            # etcd latency: the registry's calls and the admin store's
+            # (every ApplyChanges through A made at least one store call)
+            assert a['sluice_control_etcd_request_seconds_count{op="registry"}'] >= 1, a
+            assert a['sluice_control_etcd_request_seconds_count{op="store"}'] >= 5, a
             # one encoding per (from, to) or snapshot, shared by the streams
             pushes = (a['sluice_control_sync_pushes_total{kind="delta"}'] +
                       a['sluice_control_sync_pushes_total{kind="snapshot"}'])

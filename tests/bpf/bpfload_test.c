@@ -40,20 +40,11 @@
 
 static struct snapshot *build(const char *const *json)
 {
-	struct policy_res *res[64];
-	struct policy_errs errs;
-	struct snapshot *s;
 	size_t n = 0;
-	int r;
 
-	for (; json[n]; n++)
-		res[n] = fixture_res("%s", json[n]);
-	policy_errs_init(&errs);
-	r = snapshot_build(RS, 1, res, n, &errs, &s);
-	cr_assert_eq(r, 0, "build: %s", errs.n ? errs.msg[0] : strerror(-r));
-	for (size_t i = 0; i < n; i++)
-		policy_res_unref(res[i]);
-	return s;
+	while (json[n])
+		n++;
+	return fixture_snapshot(RS, json, n);
 }
 
 /* base + upserts (JSON, NULL-ended) - removes ("kind/id", NULL-ended). */

@@ -9,6 +9,7 @@
 
 #include "pbjson.h"
 #include "policy_wire.h"
+#include "snapshot.h"
 
 __attribute__((format(printf, 3, 0)))
 static int res_from_json(struct policy_errs *errs, struct policy_res **ret, const char *fmt,
@@ -49,6 +50,30 @@ struct policy_res *fixture_res(const char *fmt, ...)
 		abort();
 	}
 	return r;
+}
+
+struct snapshot *fixture_snapshot(const char *ruleset, const char *const *json, size_t n)
+{
+	struct policy_res **res = calloc(n ? n : 1, sizeof(*res));
+	struct policy_errs errs;
+	struct snapshot *s;
+	int err;
+
+	if (!res)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		res[i] = fixture_res("%s", json[i]);
+	policy_errs_init(&errs);
+	err = snapshot_build(ruleset, 1, res, n, &errs, &s);
+	for (size_t i = 0; i < n; i++)
+		policy_res_unref(res[i]);
+	free(res);
+	if (err < 0) {
+		fprintf(stderr, "fixture_snapshot: %s: %s\n", strerror(-err),
+			errs.n ? errs.msg[0] : "(no detail)");
+		abort();
+	}
+	return s;
 }
 
 int fixture_res_try(struct policy_errs *errs, struct policy_res **ret, const char *fmt, ...)

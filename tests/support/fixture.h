@@ -8,6 +8,7 @@
 #ifndef SLUICE_FIXTURE_H
 #define SLUICE_FIXTURE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "policy.h"
@@ -19,6 +20,12 @@ struct policy_res *fixture_res(const char *fmt, ...) __attribute__((format(print
  * pbjson message) / -EINVAL (validation; errs filled). */
 int fixture_res_try(struct policy_errs *errs, struct policy_res **ret, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* A validated snapshot (version 1 of `ruleset`) of the n resources given as
+ * JSON strings (see fixture_res); aborts with the first error otherwise.
+ * The caller owns the reference. */
+struct snapshot;
+struct snapshot *fixture_snapshot(const char *ruleset, const char *const *json, size_t n);
 
 /* The tests' one pseudo-random generator (xorshift64*): a fixed seed gives
  * the same cases on every run and machine. Not for anything but tests. */

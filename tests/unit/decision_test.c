@@ -29,20 +29,7 @@ TestSuite(decision, .init = setup, .fini = teardown);
 /* A ruleset from n resource JSON strings. */
 static struct snapshot *build_n(const char *const *json, size_t n)
 {
-	struct policy_res **res = calloc(n ? n : 1, sizeof(*res));
-	struct policy_errs errs;
-	struct snapshot *s;
-
-	cr_assert_not_null(res);
-	for (size_t i = 0; i < n; i++)
-		res[i] = fixture_res("%s", json[i]);
-	policy_errs_init(&errs);
-	int r = snapshot_build("t", 1, res, n, &errs, &s);
-	cr_assert_eq(r, 0, "build: %s", errs.n ? errs.msg[0] : strerror(-r));
-	for (size_t i = 0; i < n; i++)
-		policy_res_unref(res[i]);
-	free(res);
-	return s;
+	return fixture_snapshot("t", json, n);
 }
 
 /* A ruleset from resource JSON strings (NULL-terminated). */

@@ -1443,20 +1443,26 @@ static void stream_schedule_locked(struct rpc_stream *st)
 	job_push(st->srv, &st->job);
 }
 
+/* No memory for the call's state: end it at once and drop the incoming. */
+static void incoming_refuse_oom(struct rpc_server *s, struct rpc_incoming *in)
+{
+	grpc_call_cancel_with_status(in->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory",
+				     NULL);
+	grpc_call_unref(in->call);
+	grpc_metadata_array_destroy(&in->md);
+	if (in->payload)
+		grpc_byte_buffer_destroy(in->payload);
+	free(in);
+	live_done(s);
+}
+
 static void stream_accept(struct rpc_server *s, struct rpc_incoming *in)
 {
 	struct rpc_stream *st = calloc(1, sizeof(*st));
 	grpc_op op;
 
 	if (!st) {
-		grpc_call_cancel_with_status(in->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-					     "out of memory", NULL);
-		grpc_call_unref(in->call);
-		grpc_metadata_array_destroy(&in->md);
-		if (in->payload)
-			grpc_byte_buffer_destroy(in->payload);
-		free(in);
-		live_done(s);
+		incoming_refuse_oom(s, in);
 		return;
 	}
 	pthread_mutex_init(&st->mu, NULL);
@@ -1575,14 +1581,7 @@ static void on_new_call(struct rpc_incoming *in, bool ok)
 	}
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
-		grpc_call_cancel_with_status(in->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-					     "out of memory", NULL);
-		grpc_call_unref(in->call);
-		grpc_metadata_array_destroy(&in->md);
-		if (in->payload)
-			grpc_byte_buffer_destroy(in->payload);
-		free(in);
-		live_done(s);
+		incoming_refuse_oom(s, in);
 		return;
 	}
 	uc->srv = s;

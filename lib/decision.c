@@ -223,6 +223,8 @@ static bool run_limit(const struct snapshot_limit *sl, struct limiter *lim, uint
 
 	if (!res.allowed) {
 		if (sl->shadow) {
+			if (out->shadow_rejects < DECISION_MAX_SHADOW)
+				out->shadow[out->shadow_rejects] = rl_res;
 			out->shadow_rejects++;
 			return false;
 		}
@@ -314,7 +316,9 @@ static void find_client(const struct snapshot *s, const struct policy_settings *
 		w->own_slot = &e->own_slot;
 }
 
-_Static_assert(sizeof(struct decision) == 112, "decision_eval clears every field: add new ones there");
+/* shadow[] is not cleared: only its first shadow_rejects entries count. */
+_Static_assert(sizeof(struct decision) == 112 + sizeof(((struct decision *)0)->shadow),
+	       "decision_eval clears every field: add new ones there");
 
 void decision_eval(const struct snapshot *s, struct limiter *lim,
 		   const struct decision_request *req, uint64_t now_ns, struct decision *out)

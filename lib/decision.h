@@ -38,6 +38,8 @@ enum decision_verdict {
 	DECISION_RATE_LIMITED,        /* 429 */
 };
 
+#define DECISION_MAX_SHADOW 4
+
 /* Result of one decision. Resource pointers borrow from the snapshot. */
 struct decision {
 	enum decision_verdict verdict;
@@ -50,6 +52,9 @@ struct decision {
 	struct limiter_result limit_result;
 	unsigned limits_checked;
 	unsigned shadow_rejects;  /* SHADOW limits this request exceeded */
+	/* The first DECISION_MAX_SHADOW of them, in evaluation order; the
+	 * first min(shadow_rejects, DECISION_MAX_SHADOW) entries are set. */
+	const struct policy_res *shadow[DECISION_MAX_SHADOW];
 	unsigned limiter_full;    /* checks skipped: bucket table at its cap */
 	uint64_t delay_ns;        /* pace the request (leaky buckets) */
 };

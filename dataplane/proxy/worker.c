@@ -824,8 +824,13 @@ static void count_decision(struct proxy_worker *w, const struct decision *d)
 		break;
 	}
 	proxy_ltable_add(w->decisions, rule ? rule->id : "", rule ? rule->id_len : 0, (int)o, 1);
-	if (d->shadow_rejects)
-		proxy_ltable_add(w->decisions, "", 0, OUTCOME_SHADOW, d->shadow_rejects);
+	/* Each SHADOW limit the request exceeded, under its own id; past the
+	 * first few (a route with more shadow limits than that) unnamed. */
+	for (unsigned i = 0; i < d->shadow_rejects; i++) {
+		rule = i < DECISION_MAX_SHADOW ? d->shadow[i] : NULL;
+		proxy_ltable_add(w->decisions, rule ? rule->id : "", rule ? rule->id_len : 0,
+				 OUTCOME_SHADOW, 1);
+	}
 	if (d->limiter_full)
 		proxy_ltable_add(w->decisions, "", 0, OUTCOME_LIMITER_FULL, d->limiter_full);
 }

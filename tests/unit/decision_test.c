@@ -252,6 +252,7 @@ Test(decision, shadow_limit_counts_but_allows)
 	decision_eval(s, lim, &r, S, &d);
 	cr_assert_eq(d.verdict, DECISION_ALLOW);
 	cr_assert_eq(d.shadow_rejects, 1);
+	cr_assert_str_eq(d.shadow[0]->id, "watch");
 	snapshot_unref(s);
 }
 

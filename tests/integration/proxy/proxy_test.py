@@ -555,7 +555,7 @@ def case_rate_limit_exact(n):
         st, _, _ = curl("http://127.0.0.1:%d/shadow" % n.port)
         check(st == 200, "shadow: %d" % st)
     m = n.metrics()
-    check(re.search(r'sluice_proxy_decisions_total\{rule="",outcome="shadow"\} [2-9]', m),
+    check(re.search(r'sluice_proxy_decisions_total\{rule="shadow1",outcome="shadow"\} [2-9]', m),
           "shadow rejects not counted")
     check(re.search(r'sluice_proxy_decisions_total\{rule="lim10",outcome="rate_limited"\} 2', m),
           "429s not counted by rule")

@@ -617,6 +617,7 @@ static int start_proxy(struct node *n)
 		.tls_listen = n->cfg.tls_listen,
 		.tls = n->tls,
 		.max_connections = n->cfg.max_connections,
+		.max_clients = n->cfg.max_clients,
 		.max_head_bytes = n->cfg.max_head_bytes,
 		.max_body_bytes = n->cfg.max_body_bytes,
 		.header_timeout_ms = n->cfg.header_timeout_ms,

@@ -58,6 +58,7 @@ static const struct field fields[] = {
 	{ "proxy.pin_cpus", FIELD_BOOL, OFF(pin_cpus), 0 },
 	{ "proxy.reuseport_steering", FIELD_BOOL, OFF(reuseport_steering), 0 },
 	{ "proxy.max_connections", FIELD_UINT, OFF(max_connections), 10000000 },
+	{ "proxy.max_clients", FIELD_UINT, OFF(max_clients), 1u << 20 },
 	{ "proxy.limits.max_head_bytes", FIELD_SIZE, OFF(max_head_bytes), 1u << 20 },
 	{ "proxy.limits.max_body_bytes", FIELD_U64, OFF(max_body_bytes), 1ull << 40 },
 	{ "proxy.timeouts.header_ms", FIELD_U32, OFF(header_timeout_ms), MS_MAX },

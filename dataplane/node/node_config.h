@@ -43,6 +43,7 @@ struct node_config {
 	bool pin_cpus;
 	bool reuseport_steering;
 	unsigned max_connections;
+	unsigned max_clients;       /* per-client counters per worker; 0: proxy default */
 	size_t max_head_bytes;
 	uint64_t max_body_bytes;
 	uint32_t header_timeout_ms;

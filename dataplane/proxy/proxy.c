@@ -1,6 +1,7 @@
 /* proxy.c - the proxy's public face: configuration defaults, SO_REUSEPORT
  * listeners (one per worker, optional classic-BPF steering by client IP),
- * worker threads, graceful drain and the Prometheus families.
+ * worker threads, graceful drain, the per-client counter tables (their slow
+ * path, and the merge into a top N) and the Prometheus families.
  *
  * Invariants: listeners are bound in proxy_new (so port 0 is known before
  * start); after proxy_start only workers touch their listeners; counters
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,6 +165,7 @@ static void resolve_defaults(struct proxy_config *c)
 	DEF(idle_timeout_ms, PROXY_DEFAULT_IDLE_TIMEOUT_MS);
 	DEF(upstream_idle_timeout_ms, PROXY_DEFAULT_UP_IDLE_TIMEOUT_MS);
 	DEF(drain_timeout_ms, PROXY_DEFAULT_DRAIN_TIMEOUT_MS);
+	DEF(max_clients, PROXY_DEFAULT_MAX_CLIENTS);
 #undef DEF
 	/* upstream_connect_timeout_ms, upstream_read_timeout_ms,
 	 * upstream_idle_per_worker and max_body_bytes stay 0: the policy's
@@ -182,6 +185,7 @@ static void free_workers(struct proxy *p)
 		free(w->logbuf[1]);
 		free(w->requests);
 		free(w->decisions);
+		proxy_ctable_done(&w->clients);
 	}
 	free(p->workers);
 	p->workers = NULL;
@@ -198,6 +202,8 @@ int proxy_new(const struct proxy_config *cfg, struct proxy **ret)
 	if (cfg->tls_listen && !cfg->tls)
 		return -EINVAL;
 	if (cfg->max_head_bytes > (1u << 20))
+		return -EINVAL;
+	if (cfg->max_clients > PROXY_MAX_CLIENTS_LIMIT)
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (!p)
@@ -227,6 +233,7 @@ int proxy_new(const struct proxy_config *cfg, struct proxy **ret)
 			w->logbuf[1] = malloc(PROXY_LOG_BUF_BYTES);
 		}
 		if (!w->scratch || !w->requests || !w->decisions ||
+		    proxy_ctable_init(&w->clients, p->cfg.max_clients) < 0 ||
 		    (p->cfg.access_log_fd >= 0 && (!w->logbuf[0] || !w->logbuf[1]))) {
 			r = -ENOMEM;
 			goto out_free;
@@ -304,6 +311,164 @@ void proxy_free(struct proxy *p)
 	free(p);
 }
 
+/* ---- per-client counters ---- */
+
+int proxy_ctable_init(struct proxy_ctable *t, unsigned cap)
+{
+	size_t slots = 64;
+	void *m;
+
+	memset(t, 0, sizeof(*t));
+	while (slots < 2 * (size_t)cap)
+		slots *= 2;
+	/* Anonymous pages: zero (every slot empty) without writing them,
+	 * resident only once a client lands there, and page-aligned so a
+	 * slot never straddles two cache lines. */
+	m = mmap(NULL, slots * sizeof(*t->slots), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	t->slots = m;
+	t->mask = (uint32_t)(slots - 1);
+	t->id_of = calloc(slots, sizeof(*t->id_of));
+	t->ids = calloc(cap ? cap : 1, sizeof(*t->ids));
+	if (!t->id_of || !t->ids) {
+		proxy_ctable_done(t);
+		return -ENOMEM;
+	}
+	t->cap = cap;
+	return 0;
+}
+
+void proxy_ctable_done(struct proxy_ctable *t)
+{
+	if (t->slots)
+		munmap(t->slots, ((size_t)t->mask + 1) * sizeof(*t->slots));
+	free(t->id_of);
+	free(t->ids);
+	t->slots = NULL;
+	t->id_of = NULL;
+	t->ids = NULL;
+}
+
+void proxy_ctable_insert(struct proxy_ctable *t, uint32_t i, uint64_t key, const char *id,
+			 size_t id_len, unsigned outcome, bool shadow)
+{
+	struct proxy_cslot *s = &t->slots[i];
+
+	if (t->used == t->cap) {
+		atomic_store_explicit(&t->overflow,
+				      atomic_load_explicit(&t->overflow, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+		return;
+	}
+	if (id_len > POLICY_ID_MAX_LEN)
+		id_len = POLICY_ID_MAX_LEN; /* validated ids never are */
+	memcpy(t->ids[t->used], id, id_len);
+	t->ids[t->used][id_len] = '\0';
+	t->id_of[i] = t->used++;
+	atomic_store_explicit(&s->n[outcome], 1, memory_order_relaxed);
+	if (shadow)
+		atomic_store_explicit(&s->n[PROXY_CLIENT_SHADOW], 1, memory_order_relaxed);
+	/* Publishes the id and the first counts to readers. */
+	atomic_store_explicit(&s->key, key, memory_order_release);
+}
+
+/* One client's row while merging: the id stays in its worker's table
+ * (written once before the row was published, never changed). */
+struct crow {
+	uint64_t key;
+	uint64_t n[PROXY_CLIENT__N];
+	const char *id;
+};
+
+static int crow_by_key(const void *a, const void *b)
+{
+	const struct crow *x = a, *y = b;
+
+	return x->key < y->key ? -1 : x->key > y->key;
+}
+
+static int crow_by_total(const void *a, const void *b)
+{
+	const struct crow *x = a, *y = b;
+	uint64_t tx = x->n[PROXY_CLIENT_ALLOWED] + x->n[PROXY_CLIENT_REJECTED];
+	uint64_t ty = y->n[PROXY_CLIENT_ALLOWED] + y->n[PROXY_CLIENT_REJECTED];
+
+	if (tx != ty)
+		return tx > ty ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+int proxy_client_counters(const struct proxy *p, size_t top_n, struct proxy_client_count **ret,
+			  size_t *n_ret, struct proxy_client_summary *summary)
+{
+	size_t cap = 0, n = 0, m = 0;
+	uint64_t overflow = 0;
+	struct crow *rows;
+	struct proxy_client_count *out = NULL;
+
+	for (unsigned w = 0; w < p->n_workers; w++)
+		cap += p->workers[w].clients.cap;
+	rows = malloc((cap ? cap : 1) * sizeof(*rows));
+	if (!rows)
+		return -ENOMEM;
+	for (unsigned w = 0; w < p->n_workers; w++) {
+		const struct proxy_ctable *t = &p->workers[w].clients;
+		size_t before = n;
+
+		overflow += atomic_load_explicit(&t->overflow, memory_order_relaxed);
+		for (uint32_t i = 0; i <= t->mask; i++) {
+			const struct proxy_cslot *s = &t->slots[i];
+			uint64_t key = atomic_load_explicit(&s->key, memory_order_acquire);
+
+			/* A worker publishes at most cap keys; the check
+			 * keeps rows[] in bounds whatever happens. */
+			if (!key || n - before == t->cap)
+				continue;
+			rows[n].key = key;
+			for (unsigned k = 0; k < PROXY_CLIENT__N; k++)
+				rows[n].n[k] = atomic_load_explicit(&s->n[k], memory_order_relaxed);
+			rows[n].id = t->ids[t->id_of[i]];
+			n++;
+		}
+	}
+	/* The same client on several workers: one row. */
+	qsort(rows, n, sizeof(*rows), crow_by_key);
+	for (size_t i = 0; i < n; i++) {
+		if (m && rows[m - 1].key == rows[i].key) {
+			for (unsigned k = 0; k < PROXY_CLIENT__N; k++)
+				rows[m - 1].n[k] += rows[i].n[k];
+			continue;
+		}
+		rows[m++] = rows[i];
+	}
+	qsort(rows, m, sizeof(*rows), crow_by_total);
+	if (top_n > m)
+		top_n = m;
+	if (top_n) {
+		out = malloc(top_n * sizeof(*out));
+		if (!out) {
+			free(rows);
+			return -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < top_n; i++) {
+		snprintf(out[i].client, sizeof(out[i].client), "%s", rows[i].id);
+		out[i].allowed = rows[i].n[PROXY_CLIENT_ALLOWED];
+		out[i].rejected = rows[i].n[PROXY_CLIENT_REJECTED];
+		out[i].shadow_rejected = rows[i].n[PROXY_CLIENT_SHADOW];
+	}
+	free(rows);
+	if (summary) {
+		summary->clients = m;
+		summary->overflow = overflow;
+	}
+	*ret = out;
+	*n_ret = top_n;
+	return 0;
+}
+
 /* ---- metrics ---- */
 
 struct merged {
@@ -348,6 +513,43 @@ static struct merged *merge_tables(const struct proxy *p, bool decisions, size_t
 	return m;
 }
 
+/* The busiest clients only, so the number of series stays bounded; a
+ * client that leaves the top N loses its series until it is back, and
+ * since its counters kept counting meanwhile, rate() over the gap stays
+ * right. The NodeReport's clients[] are read from these lines. */
+_Static_assert(PROXY_CLIENT_TOP_N == 100, "the help text below says 100");
+static void client_metrics(const struct proxy *p, struct metrics_buf *b)
+{
+	struct proxy_client_count *c = NULL;
+	struct proxy_client_summary sum = { 0 };
+	size_t n = 0;
+
+	if (proxy_client_counters(p, PROXY_CLIENT_TOP_N, &c, &n, &sum) < 0)
+		b->err = -ENOMEM; /* a partial exposition must not pass as whole */
+	metrics_family(b, "sluice_proxy_client_decisions_total", "counter",
+		       "Policy decisions per identified client (the busiest 100 by allow + "
+		       "rate_limited), by outcome; shadow: a SHADOW limit would have refused "
+		       "the request.");
+	for (size_t i = 0; i < n; i++) {
+		static const char *const outcomes[] = { "allow", "rate_limited", "shadow" };
+		const uint64_t v[] = { c[i].allowed, c[i].rejected, c[i].shadow_rejected };
+
+		for (unsigned k = 0; k < 3; k++) {
+			const char *labels[] = { "client", c[i].client, "outcome", outcomes[k], NULL };
+
+			metrics_sample_u64(b, "sluice_proxy_client_decisions_total", labels, v[k]);
+		}
+	}
+	free(c);
+	metrics_family(b, "sluice_proxy_clients_counted", "gauge",
+		       "Distinct clients with per-client counters (all, not only those shown).");
+	metrics_sample_u64(b, "sluice_proxy_clients_counted", NULL, sum.clients);
+	metrics_family(b, "sluice_proxy_client_overflow_total", "counter",
+		       "Decisions of identified clients not counted per client: the worker's "
+		       "client table was full (proxy max_clients).");
+	metrics_sample_u64(b, "sluice_proxy_client_overflow_total", NULL, sum.overflow);
+}
+
 void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
 {
 	struct merged *m;
@@ -383,6 +585,8 @@ void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
 		metrics_sample_u64(b, "sluice_proxy_decisions_total", labels, m[i].count);
 	}
 	free(m);
+
+	client_metrics(p, b);
 
 	metrics_family(b, "sluice_proxy_request_duration_seconds", "histogram",
 		       "From the first byte of a request head to the last byte of its response.");

@@ -47,6 +47,10 @@ struct proxy_config {
 	struct snapshot_cell *policy;
 	struct limiter *limiter;
 	int access_log_fd;               /* -1: no access log */
+	unsigned max_clients;            /* clients counted per worker (see
+					  * proxy_client_counters); 0: 16384,
+					  * at most 1048576; ~200 bytes each,
+					  * resident only once used */
 	/* Escalation: called for every 403 and 429 the proxy answers itself
 	 * (access-list denial, rate limit, a refused dot-segment path, a
 	 * static file outside its root; never an upstream's status), before
@@ -86,8 +90,43 @@ unsigned proxy_drain(struct proxy *p);
 void proxy_free(struct proxy *p);
 
 /* Appends the proxy's Prometheus families to b: requests by route and
- * status, decisions by rule and outcome, latency histogram, connections
- * (open, accepted, refused at the cap), TLS path counts. Any thread. */
+ * status, decisions by rule and outcome, decisions of the top
+ * PROXY_CLIENT_TOP_N clients (proxy_client_counters), latency histogram,
+ * connections (open, accepted, refused at the cap), TLS path counts. Any
+ * thread. */
 void proxy_metrics(const struct proxy *p, struct metrics_buf *b);
+
+/* How many clients /metrics (sluice_proxy_client_decisions_total) and so
+ * the NodeReport carry: the busiest ones, a bounded size whatever the
+ * number of clients in the policy. */
+#define PROXY_CLIENT_TOP_N 100u
+
+/* One client's decision counters since the proxy started, summed over the
+ * workers. Only decisions that identified a Client resource (by the
+ * client-id header) count. Cumulative: a client removed from the policy
+ * keeps its row. */
+struct proxy_client_count {
+	char client[POLICY_ID_MAX_LEN + 1];  /* the Client resource's id */
+	uint64_t allowed;          /* requests the policy let through */
+	uint64_t rejected;         /* refused for this client: 429 from a REJECT
+				    * limit (access-list 403s are decided on the
+				    * source address before the client is
+				    * looked up, so they are not per client) */
+	uint64_t shadow_rejected;  /* requests (allowed or not) that at least
+				    * one SHADOW limit would have refused */
+};
+
+struct proxy_client_summary {
+	size_t clients;            /* distinct clients counted, before the cut */
+	uint64_t overflow;         /* decisions of clients a worker had no room
+				    * for (proxy_config.max_clients) */
+};
+
+/* The top_n clients by allowed + rejected (ties by id), busiest first, in
+ * *ret (malloc'ed, caller frees; NULL when *n_ret is 0). summary may be
+ * NULL. Counts a worker is adding while this runs may or may not show.
+ * Any thread. 0 or -ENOMEM (nothing written then). */
+int proxy_client_counters(const struct proxy *p, size_t top_n, struct proxy_client_count **ret,
+			  size_t *n_ret, struct proxy_client_summary *summary);
 
 #endif

@@ -64,6 +64,75 @@ struct proxy_ltable {
 void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t label_len, int code,
 		      uint64_t n);
 
+/* Per-client decision counters, one table per worker: a Client resource's
+ * key_hash (policy_key_hash of its id, computed once when the snapshot was
+ * built, so the request path hashes nothing) -> allowed, rejected, shadow.
+ * Open addressing over at least 2 x cap slots (a power of two), so a probe
+ * finds its key or an empty slot within a few slots; at most `cap`
+ * clients, later ones are counted in `overflow`; all memory is allocated
+ * by proxy_new, never on the request path. Keyed by the 64-bit hash alone:
+ * two ids with the same hash (2^-64 per pair) would share a row. Entries
+ * are never removed: the counters are cumulative, like a Prometheus
+ * counter, also for clients the policy no longer has.
+ * Owned by its worker, lives until proxy_free. The worker is the only
+ * writer; a reader (metrics, NodeReport) sees a slot once its key is set
+ * (release/acquire), and the id behind it is written before that and
+ * never again. Counters are single-writer relaxed atomics: a plain load
+ * and store, no locked add. */
+#define PROXY_DEFAULT_MAX_CLIENTS 16384u
+#define PROXY_MAX_CLIENTS_LIMIT (1u << 20)
+enum { PROXY_CLIENT_ALLOWED = 0, PROXY_CLIENT_REJECTED, PROXY_CLIENT_SHADOW, PROXY_CLIENT__N };
+struct proxy_cslot {                   /* 32 bytes: two per cache line */
+	_Atomic uint64_t key;          /* 0: empty */
+	_Atomic uint64_t n[PROXY_CLIENT__N];
+};
+struct proxy_ctable {
+	struct proxy_cslot *slots;     /* mask + 1, mmap()ed (page-aligned) */
+	uint32_t *id_of;               /* slot -> row of ids; set before the key */
+	char (*ids)[POLICY_ID_MAX_LEN + 1]; /* cap rows, in insertion order */
+	uint32_t mask;
+	uint32_t cap, used;            /* writer only */
+	_Atomic uint64_t overflow;     /* decisions of clients past the cap */
+};
+int proxy_ctable_init(struct proxy_ctable *t, unsigned cap);
+void proxy_ctable_done(struct proxy_ctable *t);
+/* The slow path of proxy_ctable_count: key absent, slot i empty. */
+void proxy_ctable_insert(struct proxy_ctable *t, uint32_t i, uint64_t key, const char *id,
+			 size_t id_len, unsigned outcome, bool shadow);
+/* Counts one decision for a client: outcome is PROXY_CLIENT_ALLOWED or
+ * PROXY_CLIENT_REJECTED, shadow whether a SHADOW limit would have refused
+ * the request. Worker thread only. */
+static inline void proxy_ctable_count(struct proxy_ctable *t, uint64_t key_hash, const char *id,
+				      size_t id_len, unsigned outcome, bool shadow)
+{
+	uint64_t key = key_hash ? key_hash : 1; /* 0 marks an empty slot */
+	uint32_t i = (uint32_t)key & t->mask;   /* XXH3: the low bits are as good as any */
+
+	for (;;) {
+		struct proxy_cslot *s = &t->slots[i];
+		uint64_t k = atomic_load_explicit(&s->key, memory_order_relaxed);
+
+		if (k == key) {
+			atomic_store_explicit(&s->n[outcome],
+					      atomic_load_explicit(&s->n[outcome],
+								   memory_order_relaxed) + 1,
+					      memory_order_relaxed);
+			if (shadow)
+				atomic_store_explicit(
+					&s->n[PROXY_CLIENT_SHADOW],
+					atomic_load_explicit(&s->n[PROXY_CLIENT_SHADOW],
+							     memory_order_relaxed) + 1,
+					memory_order_relaxed);
+			return;
+		}
+		if (k == 0) {
+			proxy_ctable_insert(t, i, key, id, id_len, outcome, shadow);
+			return;
+		}
+		i = (i + 1) & t->mask;
+	}
+}
+
 /* The tag an io_uring user_data points at. Embedded in its owner. */
 enum proxy_op_kind {
 	OP_ACCEPT = 1,
@@ -330,6 +399,7 @@ struct proxy_worker {
 
 	struct proxy_ltable *requests;         /* (route, status) */
 	struct proxy_ltable *decisions;        /* (rule, outcome) */
+	struct proxy_ctable clients;           /* per-client decisions */
 };
 
 enum proxy_outcome {

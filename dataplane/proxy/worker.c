@@ -833,6 +833,15 @@ static void count_decision(struct proxy_worker *w, const struct decision *d)
 	}
 	if (d->limiter_full)
 		proxy_ltable_add(w->decisions, "", 0, OUTCOME_LIMITER_FULL, d->limiter_full);
+	/* Per client: today only ALLOW and 429 identify one (access lists,
+	 * routes and methods are decided first); any other verdict that
+	 * names a client would be a refusal for it too. */
+	if (d->client)
+		proxy_ctable_count(&w->clients, d->client->key_hash, d->client->id,
+				   d->client->id_len,
+				   d->verdict == DECISION_ALLOW ? PROXY_CLIENT_ALLOWED
+								: PROXY_CLIENT_REJECTED,
+				   d->shadow_rejects != 0);
 }
 
 const char *proxy_outcome_name(int o)

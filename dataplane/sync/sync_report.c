@@ -5,7 +5,9 @@
  * own exposition keeps one source of truth for what a node counted, so the
  * control plane and a Prometheus scrape can never disagree. Families read:
  * sluice_proxy_requests_total{route,status}, sluice_proxy_decisions_total
- * {rule,outcome}, sluice_proxy_request_duration_seconds (histogram),
+ * {rule,outcome}, sluice_proxy_client_decisions_total{client,outcome} (the
+ * proxy's top PROXY_CLIENT_TOP_N clients, so clients[] is bounded the same
+ * way), sluice_proxy_request_duration_seconds (histogram),
  * sluice_tls_connections_total{path}, sluice_tls_handshake_failures_total,
  * sluice_bpf_attached, sluice_bpf_packets_total{reason,verdict},
  * sluice_bpf_events_lost_total (present only when the kernel enforcer is on).
@@ -150,6 +152,38 @@ static Sluice__V1__RuleCounters *rule_of(Sluice__V1__NodeReport *r, const char *
 	return rc->rate_limit ? rc : NULL;
 }
 
+static Sluice__V1__ClientCounters *client_of(Sluice__V1__NodeReport *r, const char *name)
+{
+	Sluice__V1__ClientCounters *cc;
+
+	/* A client's three outcome lines are adjacent: the last row first. */
+	if (r->n_clients && strcmp(r->clients[r->n_clients - 1]->client, name) == 0)
+		return r->clients[r->n_clients - 1];
+	for (size_t i = 0; i < r->n_clients; i++)
+		if (strcmp(r->clients[i]->client, name) == 0)
+			return r->clients[i];
+	cc = push(&r->clients, &r->n_clients, sizeof(*cc));
+	if (!cc)
+		return NULL;
+	sluice__v1__client_counters__init(cc);
+	cc->client = strdup(name);
+	return cc->client ? cc : NULL;
+}
+
+/* The outcome labels of sluice_proxy_decisions_total and
+ * sluice_proxy_client_decisions_total, as the report's three counters. */
+static uint64_t *outcome_field(const char *outcome, uint64_t *allowed, uint64_t *rejected,
+			       uint64_t *shadow)
+{
+	if (strcmp(outcome, "allow") == 0)
+		return allowed;
+	if (strcmp(outcome, "rate_limited") == 0)
+		return rejected;
+	if (strcmp(outcome, "shadow") == 0)
+		return shadow;
+	return NULL;
+}
+
 static int add_u64(uint64_t **arr, size_t *n, uint64_t v)
 {
 	uint64_t *grown = realloc(*arr, (*n + 1) * sizeof(uint64_t));
@@ -218,22 +252,45 @@ static int take(Sluice__V1__NodeReport *r, const struct sample *s)
 	}
 	if (strcmp(s->name, "sluice_proxy_decisions_total") == 0) {
 		Sluice__V1__RuleCounters *rc;
+		uint64_t allowed = 0, rejected = 0, shadow = 0, *f;
 
 		a = label(s, "rule");
 		b = label(s, "outcome");
-		/* An allow or a 429 names the rate limit that decided it;
-		 * other outcomes name access lists or routes, not limits. */
+		/* An allow or a 429 names the rate limit that decided it, a
+		 * shadow the SHADOW limit that would have refused; other
+		 * outcomes name access lists or routes, not limits. */
 		if (!a || !b || !a[0])
 			return 0;
-		if (strcmp(b, "allow") != 0 && strcmp(b, "rate_limited") != 0)
+		f = outcome_field(b, &allowed, &rejected, &shadow);
+		if (!f)
 			return 0;
+		*f = u64(s->value);
 		rc = rule_of(r, a);
 		if (!rc)
 			return -ENOMEM;
-		if (strcmp(b, "allow") == 0)
-			rc->allowed += u64(s->value);
-		else
-			rc->rejected += u64(s->value);
+		rc->allowed += allowed;
+		rc->rejected += rejected;
+		rc->shadow_rejected += shadow;
+		return 0;
+	}
+	if (strcmp(s->name, "sluice_proxy_client_decisions_total") == 0) {
+		Sluice__V1__ClientCounters *cc;
+		uint64_t allowed = 0, rejected = 0, shadow = 0, *f;
+
+		a = label(s, "client");
+		b = label(s, "outcome");
+		if (!a || !b || !a[0])
+			return 0;
+		f = outcome_field(b, &allowed, &rejected, &shadow);
+		if (!f)
+			return 0;
+		*f = u64(s->value);
+		cc = client_of(r, a);
+		if (!cc)
+			return -ENOMEM;
+		cc->allowed += allowed;
+		cc->rejected += rejected;
+		cc->shadow_rejected += shadow;
 		return 0;
 	}
 	if (strcmp(s->name, "sluice_proxy_request_duration_seconds_bucket") == 0) {
@@ -313,6 +370,15 @@ void sync_report_done(Sluice__V1__NodeReport *r)
 		free(r->rules[i]);
 	}
 	free(r->rules);
+	for (size_t i = 0; i < r->n_clients; i++) {
+		if (!r->clients[i])
+			continue;
+		free(r->clients[i]->client);
+		free(r->clients[i]);
+	}
+	free(r->clients);
+	r->clients = NULL;
+	r->n_clients = 0;
 	if (r->latency) {
 		free(r->latency->bounds_us);
 		free(r->latency->counts);

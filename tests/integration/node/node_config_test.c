@@ -28,6 +28,7 @@ Test(node_config, example_file_sets_every_section)
 	cr_assert_str_eq(c.labels[0].value, "eu-central");
 	cr_assert_str_eq(c.listen, "0.0.0.0:8080");
 	cr_assert_eq(c.max_connections, 10000);
+	cr_assert_eq(c.max_clients, 16384);
 	cr_assert_eq(c.max_head_bytes, 8192);
 	cr_assert_eq(c.max_body_bytes, 10485760);
 	cr_assert_eq(c.header_timeout_ms, 10000);
@@ -122,6 +123,8 @@ static const struct bad_case bad_cases[] = {
 	  "t.yaml:2: proxy.max_connections: expected an unsigned integer, got '-1'" },
 	{ "number_above_max", "proxy:\n  workers: 5000\n",
 	  "t.yaml:2: proxy.workers: 5000 is above the maximum 1024" },
+	{ "clients_above_max", "proxy:\n  max_clients: 2000000\n",
+	  "t.yaml:2: proxy.max_clients: 2000000 is above the maximum 1048576" },
 	{ "u32_overflow", "proxy:\n  timeouts:\n    idle_ms: 99999999999999999999999\n",
 	  "t.yaml:3: proxy.timeouts.idle_ms: 99999999999999999999999 is above the maximum 86400000" },
 	{ "bool_not_true_false", "tls:\n  ktls: yes\n", "t.yaml:2: tls.ktls: expected true or false" },

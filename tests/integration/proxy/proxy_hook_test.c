@@ -1,9 +1,11 @@
 /* proxy_hook_test.c - the proxy library in-process, driven over real
  * loopback sockets: the escalation hook (proxy_config.on_reject) sees every
- * 403/429 the proxy answers and nothing else, and the access log holds each
+ * 403/429 the proxy answers and nothing else, the access log holds each
  * request exactly once however soon after it the drain starts (two bugs:
  * the last flushed batch written again at worker exit, and a batch lost when
- * its write was queued but never submitted before the ring went away).
+ * its write was queued but never submitted before the ring went away), and
+ * proxy_client_counters counts each identified client's decisions exactly,
+ * merges workers, ranks, and stops at max_clients (the rest is overflow).
  */
 #include <criterion/criterion.h>
 
@@ -12,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +50,19 @@ static uint16_t closed_port(void)
 
 static void policy_setup(void)
 {
-	struct policy_res *res[8];
+	struct policy_res *res[16];
 	struct snapshot *s;
 	size_t n = 0;
 
 	res[n++] = fixture_res("{\"settings\": {\"id\": \"global\", \"clientIdHeader\": \"Client-ID\"}}");
 	res[n++] = fixture_res("{\"rateLimit\": {\"id\": \"one\", \"algorithm\": \"TOKEN_BUCKET\","
 			       " \"rate\": \"1\", \"unit\": \"MINUTE\", \"burst\": \"1\"}}");
+	res[n++] = fixture_res("{\"rateLimit\": {\"id\": \"peek\", \"algorithm\": \"TOKEN_BUCKET\","
+			       " \"rate\": \"1\", \"unit\": \"MINUTE\", \"burst\": \"1\","
+			       " \"action\": \"SHADOW\"}}");
+	res[n++] = fixture_res("{\"client\": {\"id\": \"c1\"}}");
+	res[n++] = fixture_res("{\"client\": {\"id\": \"c2\"}}");
+	res[n++] = fixture_res("{\"client\": {\"id\": \"c3\", \"keys\": [\"key-of-c3\"]}}");
 	res[n++] = fixture_res("{\"accessList\": {\"id\": \"nolo\", \"deny\": [\"127.0.0.0/8\"]}}");
 	res[n++] = fixture_res("{\"upstream\": {\"id\": \"down\", \"endpoints\": [\"127.0.0.1:%u\"]}}",
 			       closed_port());
@@ -63,6 +72,8 @@ static void policy_setup(void)
 			       " \"upstream\": \"down\", \"accessLists\": [\"nolo\"]}}");
 	res[n++] = fixture_res("{\"route\": {\"id\": \"open\", \"pathPrefix\": \"/open\","
 			       " \"upstream\": \"down\"}}");
+	res[n++] = fixture_res("{\"route\": {\"id\": \"sh\", \"pathPrefix\": \"/sh\","
+			       " \"upstream\": \"down\", \"rateLimits\": [\"peek\"]}}");
 	cr_assert(snapshot_build("t", 1, res, n, NULL, &s) == 0);
 	for (size_t i = 0; i < n; i++)
 		policy_res_unref(res[i]);
@@ -298,4 +309,189 @@ Test(proxy_hook, access_log_exactly_once_across_drain)
 Test(proxy_hook, access_log_exactly_once_across_drain_two_workers)
 {
 	drain_rounds(2);
+}
+
+/* ---- per-client counters ---- */
+
+static void get_as(uint16_t port, const char *path, const char *client, int want)
+{
+	char req[256];
+
+	if (client)
+		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a\r\nClient-ID: %s\r\n"
+			 "Connection: close\r\n\r\n", path, client);
+	else
+		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+			 path);
+	cr_assert_eq(request(port, req, NULL), want, "%s as '%s'", path, client ? client : "");
+}
+
+static const struct proxy_client_count *row_of(const struct proxy_client_count *c, size_t n,
+					       const char *id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(c[i].client, id) == 0)
+			return &c[i];
+	return NULL;
+}
+
+Test(proxy_hook, client_counters_exact_with_cap_and_overflow)
+{
+	struct proxy_config cfg = {
+		.workers = 1, .listen = "127.0.0.1:0", .policy = cell, .limiter = lim,
+		.access_log_fd = -1, .max_clients = 2,
+	};
+	struct proxy_client_summary sum;
+	struct proxy_client_count *c;
+	struct metrics_buf b;
+	struct proxy *p;
+	size_t n;
+	uint16_t port;
+
+	cr_assert(proxy_new(&cfg, &p) == 0);
+	cr_assert(proxy_start(p) == 0);
+	port = proxy_port(p, false);
+	cr_assert(proxy_client_counters(p, 10, &c, &n, &sum) == 0);
+	cr_expect_eq(n, 0);
+	cr_expect_null(c);
+	cr_expect_eq(sum.clients, 0);
+
+	/* c1: a REJECT limit of burst 1 (the upstream is down: 502). */
+	get_as(port, "/lim", "c1", 502);
+	get_as(port, "/lim", "c1", 429);
+	get_as(port, "/lim", "c1", 429);
+	/* c2: a SHADOW limit of burst 1: all pass, three over it. */
+	for (int i = 0; i < 4; i++)
+		get_as(port, "/sh", "c2", 502);
+	/* Not counted per client: no header, a value no client has, no
+	 * route, an access-list denial (decided before the client). */
+	get_as(port, "/open", NULL, 502);
+	get_as(port, "/open", "stranger", 502);
+	get_as(port, "/nothing", "c1", 404);
+	get_as(port, "/blocked", "c1", 403);
+	/* c3 (by its key) finds the table full: overflow, twice. */
+	get_as(port, "/open", "key-of-c3", 502);
+	get_as(port, "/sh", "key-of-c3", 502);
+
+	cr_assert(proxy_client_counters(p, 10, &c, &n, &sum) == 0);
+	cr_assert_eq(n, 2, "rows: %zu", n);
+	cr_expect_eq(sum.clients, 2);
+	cr_expect_eq(sum.overflow, 2);
+	/* Busiest first. */
+	cr_expect_str_eq(c[0].client, "c2");
+	cr_expect_eq(c[0].allowed, 4);
+	cr_expect_eq(c[0].rejected, 0);
+	cr_expect_eq(c[0].shadow_rejected, 3);
+	cr_expect_str_eq(c[1].client, "c1");
+	cr_expect_eq(c[1].allowed, 1);
+	cr_expect_eq(c[1].rejected, 2);
+	cr_expect_eq(c[1].shadow_rejected, 0);
+	free(c);
+
+	cr_assert(proxy_client_counters(p, 1, &c, &n, NULL) == 0);
+	cr_assert_eq(n, 1);
+	cr_expect_str_eq(c[0].client, "c2");
+	free(c);
+
+	/* /metrics shows the same rows through the same function. */
+	metrics_buf_init(&b);
+	proxy_metrics(p, &b);
+	cr_assert_eq(b.err, 0);
+	cr_expect(strstr(b.data, "sluice_proxy_client_decisions_total{client=\"c2\",outcome=\"allow\"} 4\n"));
+	cr_expect(strstr(b.data, "sluice_proxy_client_decisions_total{client=\"c2\",outcome=\"shadow\"} 3\n"));
+	cr_expect(strstr(b.data, "sluice_proxy_client_decisions_total{client=\"c1\",outcome=\"rate_limited\"} 2\n"));
+	cr_expect(strstr(b.data, "sluice_proxy_client_decisions_total{client=\"c1\",outcome=\"shadow\"} 0\n"));
+	cr_expect(!strstr(b.data, "client=\"c3\""));
+	cr_expect(strstr(b.data, "sluice_proxy_client_overflow_total 2\n"));
+	cr_expect(strstr(b.data, "sluice_proxy_clients_counted 2\n"));
+	metrics_buf_done(&b);
+	proxy_free(p);
+}
+
+/* A metrics reader racing the worker: every scrape sees counts that only
+ * grow (ASan/UBSan build: no torn reads of rows being published). */
+struct scraper {
+	struct proxy *p;
+	_Atomic bool stop;
+	unsigned scrapes;
+	bool went_down, failed;
+};
+
+static void *scrape_loop(void *arg)
+{
+	struct scraper *sc = arg;
+	uint64_t last = 0;
+
+	while (!atomic_load(&sc->stop)) {
+		struct proxy_client_count *c;
+		size_t n;
+
+		/* No cr_assert off the test's thread: record, check after. */
+		if (proxy_client_counters(sc->p, 10, &c, &n, NULL) < 0) {
+			sc->failed = true;
+			break;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(c[i].client, "c2") == 0) {
+				if (c[i].allowed < last)
+					sc->went_down = true;
+				last = c[i].allowed;
+			}
+		free(c);
+		sc->scrapes++;
+	}
+	return NULL;
+}
+
+Test(proxy_hook, client_counters_merge_workers)
+{
+	struct proxy_config cfg = {
+		.workers = 2, .listen = "127.0.0.1:0", .policy = cell, .limiter = lim,
+		.access_log_fd = -1,
+	};
+	struct scraper sc = { 0 };
+	const struct proxy_client_count *r;
+	struct proxy_client_count *c;
+	struct proxy_client_summary sum;
+	pthread_t t;
+	size_t n;
+	uint16_t port;
+	const unsigned reqs = 40;
+
+	/* More than the hard limit is refused. */
+	cfg.max_clients = (1u << 20) + 1;
+	cr_expect_eq(proxy_new(&cfg, &sc.p), -EINVAL);
+	cfg.max_clients = 0;
+	cr_assert(proxy_new(&cfg, &sc.p) == 0);
+	cr_assert(proxy_start(sc.p) == 0);
+	port = proxy_port(sc.p, false);
+	cr_assert(pthread_create(&t, NULL, scrape_loop, &sc) == 0);
+	/* A new connection each time: the kernel's reuseport hash spreads
+	 * them over both workers (all on one: 2^-39), so c2 has a row in
+	 * each table and must come out as one. */
+	for (unsigned i = 0; i < reqs; i++) {
+		get_as(port, "/open", "c2", 502);
+		if (i % 4 == 0)
+			get_as(port, "/open", "c1", 502);
+	}
+	atomic_store(&sc.stop, true);
+	pthread_join(t, NULL);
+	cr_expect(!sc.failed, "proxy_client_counters failed while scraping");
+	cr_expect(!sc.went_down, "a scrape saw c2's count go down");
+	cr_expect(sc.scrapes > 0);
+
+	cr_assert(proxy_client_counters(sc.p, 10, &c, &n, &sum) == 0);
+	cr_assert_eq(n, 2, "rows: %zu", n);
+	cr_expect_eq(sum.clients, 2);
+	cr_expect_eq(sum.overflow, 0);
+	r = row_of(c, n, "c2");
+	cr_assert(r);
+	cr_expect_eq(r->allowed, reqs);
+	cr_expect_eq(r->rejected + r->shadow_rejected, 0);
+	r = row_of(c, n, "c1");
+	cr_assert(r);
+	cr_expect_eq(r->allowed, reqs / 4);
+	cr_expect_str_eq(c[0].client, "c2");
+	free(c);
+	proxy_free(sc.p);
 }

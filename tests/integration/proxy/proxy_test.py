@@ -230,6 +230,7 @@ def make_policy(be_port, down_port, hole_port, www, version=1, extra_route=False
                        "unit": "SECOND", "burst": "5"}},
         {"rateLimit": {"id": "shadow1", "algorithm": "TOKEN_BUCKET", "rate": "1",
                        "unit": "MINUTE", "burst": "1", "action": "SHADOW"}},
+        {"client": {"id": "tenant-a", "keys": ["tenant-a-key"]}},
         {"accessList": {"id": "v6only", "allow": ["::1"]}},
         {"accessList": {"id": "no-v4-local", "deny": ["127.0.0.0/8"]}},
         {"upstream": {"id": "be", "endpoints": ["127.0.0.1:%d" % be_port],
@@ -559,6 +560,26 @@ def case_rate_limit_exact(n):
           "shadow rejects not counted")
     check(re.search(r'sluice_proxy_decisions_total\{rule="lim10",outcome="rate_limited"\} 2', m),
           "429s not counted by rule")
+    # Per client: only a Client resource's requests (found by its key)
+    # count under its id; the anonymous ones above do not.
+    check("sluice_proxy_client_decisions_total{" not in m, "anonymous requests counted per client")
+    s = connect(n.port)
+    req = b"GET /limited/x HTTP/1.1\r\nHost: a\r\nClient-ID: tenant-a-key\r\n\r\n"
+    s.sendall(req * 7)
+    out, _ = read_responses(s, 7)
+    s.close()
+    check([o[0] for o in out] == [200] * 5 + [429] * 2, "tenant-a burst: %r" % [o[0] for o in out])
+    for _ in range(3):
+        st, _, _ = curl("http://127.0.0.1:%d/shadow" % n.port, "-H", "Client-ID: tenant-a-key")
+        check(st == 200, "tenant-a shadow: %d" % st)
+    m = n.metrics()
+    for outcome, want in (("allow", 8), ("rate_limited", 2), ("shadow", 2)):
+        got = re.search(r'^sluice_proxy_client_decisions_total\{client="tenant-a",outcome="%s"\} (\d+)$'
+                        % outcome, m, re.M)
+        check(got and int(got.group(1)) == want,
+              "tenant-a %s: %r, want %d" % (outcome, got and got.group(1), want))
+    check(re.search(r"^sluice_proxy_clients_counted 1$", m, re.M), "clients_counted")
+    check(re.search(r"^sluice_proxy_client_overflow_total 0$", m, re.M), "client overflow")
 
 
 def case_access_lists(n, n6):

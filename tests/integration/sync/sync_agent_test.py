@@ -7,7 +7,9 @@ usage: sync_agent_test.py SLUICE_NODE PROTO_DIR
 
 Cases: Hello contents; a Snapshot applied, acked and enforced; a Delta
 applied; an invalid delta and a delta with the wrong from_version NACKed
-with the old policy still enforced; NodeReports with the counters; the
+with the old policy still enforced; NodeReports with the counters, per
+client (exact allowed/rejected/shadow_rejected after real requests) and per
+rule (shadow rejects under the SHADOW limit's id); the
 first endpoint dead (the agent moves on); the control plane gone and back
 (the node resumes from its version); restart with no control plane
 enforces the persisted snapshot (fail-static); a corrupt or truncated
@@ -42,7 +44,7 @@ from sluice.v1 import policy_pb2, sync_pb2, sync_pb2_grpc  # noqa: E402
 
 WWW = os.path.join(TMP, "www")
 os.makedirs(WWW)
-for name in ("a", "b", "c"):
+for name in ("a", "b", "c", "d"):
     with open(os.path.join(WWW, name + ".txt"), "w") as f:
         f.write("file " + name + "\n")
 
@@ -280,6 +282,56 @@ def case_report(ctx):
     check(r.time_unix_ms > 0, "time_unix_ms")
 
 
+# Two clients on route d: alpha under a REJECT limit of burst 2, beta under
+# a SHADOW limit of burst 1 (both one token a minute: no refill in a test).
+CLIENTS = [
+    {"rateLimit": {"id": "tight", "algorithm": "TOKEN_BUCKET", "rate": "1",
+                   "unit": "MINUTE", "burst": "2"}},
+    {"rateLimit": {"id": "peek", "algorithm": "TOKEN_BUCKET", "rate": "1",
+                   "unit": "MINUTE", "burst": "1", "action": "SHADOW"}},
+    {"client": {"id": "alpha", "rateLimit": "tight"}},
+    {"client": {"id": "beta", "keys": ["beta-key"], "rateLimit": "peek"}},
+    route("d"),
+]
+
+
+def case_report_client_counters(ctx):
+    st, node = ctx["st"], ctx["node"]
+    st.send(delta_msg("n2c", 12, 13, upserts=CLIENTS))
+    check(st.next("ack").version == 13, "ack of the clients delta")
+    got = [http_get(node.port, "/d", headers={"Client-ID": "alpha"})[0]
+           for _ in range(5)]
+    check(got == [200, 200, 429, 429, 429], "alpha statuses %r" % got)
+    got = [http_get(node.port, "/d", headers={"Client-ID": "beta-key"})[0]
+           for _ in range(4)]
+    check(got == [200] * 4, "beta statuses %r" % got)
+    # Not per client: no header, and a value no client has.
+    check(node.get("/d")[0] == 200, "/d anonymous")
+    check(http_get(node.port, "/d", headers={"Client-ID": "nobody"})[0] == 200,
+          "/d as an unknown client")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        r = st.next("report", timeout=max(deadline - time.monotonic(), 0.1))
+        clients = {c.client: c for c in r.clients}
+        if ("alpha" in clients and clients["alpha"].allowed + clients["alpha"].rejected >= 5
+                and "beta" in clients and clients["beta"].allowed >= 4):
+            break
+    want = {"alpha": (2, 3, 0), "beta": (4, 0, 3)}
+    have = {k: (c.allowed, c.rejected, c.shadow_rejected) for k, c in clients.items()}
+    check(have == want, "clients %r, want %r" % (have, want))
+    # Busiest first, as the proxy ranks them.
+    check([c.client for c in r.clients] == ["alpha", "beta"], "client order %r" % r.clients)
+    rules = {rc.rate_limit: (rc.allowed, rc.rejected, rc.shadow_rejected) for rc in r.rules}
+    check(rules.get("tight") == (2, 3, 0), "rule tight %r" % (rules.get("tight"),))
+    # beta's first request was within peek (it names the limit), the
+    # other three were over it: shadow rejects under peek's own id.
+    check(rules.get("peek") == (1, 0, 3), "rule peek %r" % (rules.get("peek"),))
+    m = node.metrics()
+    check(metric(m, "sluice_proxy_client_decisions_total",
+                 '{client="beta",outcome="shadow"}') == 3, "beta in /metrics")
+    check(metric(m, "sluice_proxy_clients_counted") == 2, "clients_counted")
+
+
 def case_resume_after_control_plane_restart(ctx):
     cp, node = ctx["cp"], ctx["node"]
     cp.stop()
@@ -289,8 +341,8 @@ def case_resume_after_control_plane_restart(ctx):
     ctx["cp"] = cp2
     st = cp2.stream()
     hello = st.next("hello")
-    check(hello.have_version == 12, "resumed hello have_version %d" % hello.have_version)
-    st.send(delta_msg("n6", 12, 15, upserts=[route("c")]))
+    check(hello.have_version == 13, "resumed hello have_version %d" % hello.have_version)
+    st.send(delta_msg("n6", 13, 15, upserts=[route("c")]))
     check(st.next("ack").version == 15, "ack after resume")
     check(node.get("/c")[0] == 200, "/c after resume")
     check(metric(node.metrics(), "sluice_sync_reconnects_total") >= 1, "reconnects_total")
@@ -365,7 +417,7 @@ def main():
     node = Node([dead, port], "main")
     ctx = {"cp": cp, "node": node, "port": port}
     cases = [case_hello_snapshot_ack, case_delta_applied, case_invalid_delta_nacked,
-             case_wrong_from_version_nacked, case_report,
+             case_wrong_from_version_nacked, case_report, case_report_client_counters,
              case_resume_after_control_plane_restart, case_fail_static_restart,
              case_corrupt_state_ignored]
     try:

@@ -1,7 +1,10 @@
 /* bpf_bench.c - benchmark suite 'bpf': the TC ingress program under
  * BPF_PROG_RUN with 100,000 clients installed, ns per packet for a non-TCP
  * packet, TCP to a port that is not inspected, and an HTTP request carrying
- * a known client's id. The kernel reports the mean time of `repeat` runs;
+ * a known client's id; then, not targets, the floor (global switch off) and
+ * a UDP packet from a /16 that holds deny entries (the pre-filter sends it
+ * to the trie). The deny entries set their pre-filter bits as the loader
+ * does. The kernel reports the mean time of `repeat` runs;
  * the median of several such means is printed. Needs root (exit 77).
  */
 #include <errno.h>
@@ -62,8 +65,17 @@ static int fill_maps(struct tc_ingress *skel)
 		struct client_deny_v4_key k = { .prefixlen = 24,
 						.addr = { 100, (uint8_t)(64 + i / 256), (uint8_t)i, 0 } };
 		struct client_deny_value v = { 0 };
+		/* The pre-filter bit of the entry's /16, as the loader sets it. */
+		uint32_t slot = (uint32_t)k.addr[0] << 8 | k.addr[1];
+		uint32_t word = CLIENT_DENY_FILTER_V4_BASE + slot / 64;
+		uint64_t bits = 0;
 
-		if (bpf_map_update_elem(bpf_map__fd(skel->maps.deny_v4), &k, &v, BPF_ANY) < 0)
+		if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.deny_filter), &word, &bits) < 0)
+			return -errno;
+		bits |= 1ull << (slot % 64);
+		if (bpf_map_update_elem(bpf_map__fd(skel->maps.deny_filter), &word, &bits,
+					BPF_ANY) < 0 ||
+		    bpf_map_update_elem(bpf_map__fd(skel->maps.deny_v4), &k, &v, BPF_ANY) < 0)
 			return -errno;
 	}
 	return 0;
@@ -105,7 +117,7 @@ static void record(long non_tcp, long tcp_other, long http)
 int main(void)
 {
 	struct tc_ingress *skel;
-	long non_tcp, tcp_other, http, floor_ns;
+	long non_tcp, tcp_other, http, floor_ns, filter_hit;
 	struct client_global_config g;
 	uint32_t zero = 0;
 	int err, fd;
@@ -130,6 +142,10 @@ int main(void)
 			      0 /* TC_ACT_OK */);
 	tcp_other = bench_frame(fd, &(struct frame_spec){ .dport = 22, .payload = "SSH-2.0-x\r\n" },
 				0);
+	/* Not a target: a source whose /16 holds deny entries (its filter bit
+	 * is set) but which none of them covers, so the trie is walked. */
+	filter_hit = bench_frame(fd, &(struct frame_spec){ .l4 = IPPROTO_UDP, .dport = 53,
+							    .src = "100.67.240.1" }, 0);
 	http = bench_frame(fd, &(struct frame_spec){
 		.payload = "GET /api/v1/items HTTP/1.1\r\nHost: api.example.test\r\n"
 			   "User-Agent: bench\r\nclient-id: key-042424\r\nAccept: */*\r\n\r\n" }, 0);
@@ -146,13 +162,14 @@ int main(void)
 									 .dport = 53 }, 0);
 	}
 	tc_ingress__destroy(skel);
-	if (non_tcp < 0 || tcp_other < 0 || http < 0 || floor_ns < 0)
+	if (non_tcp < 0 || tcp_other < 0 || http < 0 || floor_ns < 0 || filter_hit < 0)
 		return 1;
 	printf("bpf_clients: %d\n", N_CLIENTS);
 	printf("bpf_ns_non_tcp: %ld\n", non_tcp);
 	printf("bpf_ns_tcp_other: %ld\n", tcp_other);
 	printf("bpf_ns_http_client: %ld\n", http);
 	printf("bpf_ns_floor_disabled: %ld\n", floor_ns);
+	printf("bpf_ns_non_tcp_deny_slot: %ld\n", filter_hit);
 	record(non_tcp, tcp_other, http);
 	return 0;
 }

@@ -29,8 +29,7 @@ static __always_inline int is_http_port(const struct client_global_config *g, __
 	return 0;
 }
 
-static __always_inline int client_limit(const struct client_global_config *g, struct pkt *pkt,
-					__u64 now_ns)
+static __always_inline int client_limit(const struct client_global_config *g, struct pkt *pkt)
 {
 	struct client_config *cc;
 	__u64 *client_id;
@@ -42,12 +41,12 @@ static __always_inline int client_limit(const struct client_global_config *g, st
 	if (!cc)
 		return -CLIENT_REASON_UNKNOWN_CLIENT;
 	pkt->client_id = *client_id;
-	return ratelimit_take(pkt->client_id, cc, g, now_ns);
+	return ratelimit_take(pkt->client_id, cc, g, pkt_now(pkt));
 }
 
 /* Always returns a negative reason. */
 static __always_inline int classify(struct __sk_buff *skb, const struct client_global_config *g,
-				    struct pkt *pkt, __u64 now_ns)
+				    struct pkt *pkt)
 {
 	__be16 proto;
 	__u32 l3_off;
@@ -83,7 +82,7 @@ static __always_inline int classify(struct __sk_buff *skb, const struct client_g
 	ret = http_client_key(skb, g, pkt);
 	if (ret < 0)
 		return ret;
-	return client_limit(g, pkt, now_ns);
+	return client_limit(g, pkt);
 }
 
 SEC("tc")
@@ -92,7 +91,6 @@ int tc_ingress(struct __sk_buff *skb)
 	struct client_global_config *g;
 	struct pkt pkt = {};
 	__u32 zero = 0, reason;
-	__u64 now_ns;
 	__u16 ev_type;
 
 	g = bpf_map_lookup_elem(&global_config, &zero);
@@ -100,17 +98,16 @@ int tc_ingress(struct __sk_buff *skb)
 		report_count(CLIENT_REASON_DISABLED);
 		return TC_ACT_OK;
 	}
-	now_ns = bpf_ktime_get_ns();
-	reason = -classify(skb, g, &pkt, now_ns);
+	reason = -classify(skb, g, &pkt);
 	if (reason == CLIENT_REASON_NONE || reason >= CLIENT_REASON_MAX)
 		reason = CLIENT_REASON_MALFORMED;
 
 	report_count(reason);
 	if (pkt.client_id != 0)
-		report_stats(&pkt, reason, now_ns);
+		report_stats(&pkt, reason, pkt_now(&pkt));
 	ev_type = report_event_type(reason, g->log_level, &pkt);
 	if (ev_type != 0)
-		report_event(&pkt, ev_type, reason, now_ns);
+		report_event(&pkt, ev_type, reason, pkt_now(&pkt));
 	return reason == CLIENT_REASON_DENY || reason == CLIENT_REASON_RATE ? TC_ACT_SHOT
 									     : TC_ACT_OK;
 }

@@ -18,6 +18,23 @@
 #define CLIENT_MAX_DENY_V6 65536
 #define CLIENT_EVENTS_RING_BYTES (256 * 1024)
 
+/* Deny pre-filter (map deny_filter, an ARRAY of __u64 words): one bit per
+ * value of the first CLIENT_DENY_FILTER_BITS bits of a source address (its
+ * "slot"), IPv4 slots in words [CLIENT_DENY_FILTER_V4_BASE, +1024), IPv6 in
+ * [CLIENT_DENY_FILTER_V6_BASE, +1024); slot s is bit s % 64 of word s / 64.
+ * A set bit means some entry of that family's deny trie may cover an address
+ * of the slot; a clear bit lets the program skip the trie. So user space
+ * sets the bits an entry covers (all the slots of a prefix shorter than 16
+ * bits) BEFORE it inserts the entry, and clears a bit only AFTER no entry
+ * covering the slot is left: a bit may be set for nothing (the lookup then
+ * finds nothing), never clear for an entry. */
+#define CLIENT_DENY_FILTER_BITS 16
+#define CLIENT_DENY_FILTER_SLOTS (1u << CLIENT_DENY_FILTER_BITS)
+#define CLIENT_DENY_FILTER_FAMILY_WORDS (CLIENT_DENY_FILTER_SLOTS / 64)
+#define CLIENT_DENY_FILTER_V4_BASE 0
+#define CLIENT_DENY_FILTER_V6_BASE CLIENT_DENY_FILTER_FAMILY_WORDS
+#define CLIENT_DENY_FILTER_WORDS (2 * CLIENT_DENY_FILTER_FAMILY_WORDS)
+
 /* HTTP inspection bounds. The program reads at most CLIENT_HTTP_WINDOW_BYTES
  * of a segment's payload; a client-id field (the bytes between ':' and CR/LF,
  * optional whitespace included) longer than CLIENT_FIELD_SCAN_BYTES is not

@@ -40,10 +40,21 @@ struct pkt {
 	__u16 dport;       /* host byte order */
 	__u8 family;       /* 4 or 6; 0 until the IP header is parsed */
 	__u8 l4_proto;
+	__u64 now_ns;      /* bpf_ktime_get_ns(), 0 until pkt_now() reads it */
 	__u64 client_id;   /* 0 until the client is known */
 	__u64 key_hash;    /* 0 until a client-id value is hashed */
 	__u8 src_addr[16]; /* network byte order, IPv4 in the first 4 bytes */
 };
+
+/* The packet's time, read once and only by the paths that need it (a
+ * limit, statistics, an event, an expiring deny entry): most packets never
+ * pay for the helper call. */
+static __always_inline __u64 pkt_now(struct pkt *pkt)
+{
+	if (pkt->now_ns == 0)
+		pkt->now_ns = bpf_ktime_get_ns();
+	return pkt->now_ns;
+}
 
 #ifndef READ_ONCE
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))

@@ -80,6 +80,17 @@ struct {
 	__type(value, struct client_deny_value);
 } deny_v6 SEC(".maps");
 
+/* The deny tries' pre-filter: a bit per first 16 bits of a source address,
+ * set when an entry may cover it (see client_abi.h for the rule user space
+ * keeps). Most sources hit a clear bit: an inlined array load instead of a
+ * trie walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CLIENT_DENY_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} deny_filter SEC(".maps");
+
 /* struct client_event records. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -102,6 +113,11 @@ struct http_scratch {
 	__u8 buf[CLIENT_HTTP_WINDOW_BYTES];
 	__u8 overread[HTTP_OVERREAD_BYTES]; /* 24-byte loads at any offset < 512 */
 	struct http_pattern pat; /* see http.h: the verifier sees one pattern */
+	/* The header name `pat` was built from (len 0: none yet): while the
+	 * global config keeps it, the pattern is reused, not rebuilt. */
+	__u64 pat_name[3];
+	__u32 pat_len;
+	__u32 pad0;
 	__u32 colon_off; /* see http.h: forgets which iteration found it */
 	__u32 scan_off;  /* see http.h: the search's position, same reason */
 };

@@ -25,6 +25,21 @@ static __always_inline struct client_bucket *ratelimit_bucket(__u64 client_id)
 	return bpf_map_lookup_elem(&rate_buckets, &client_id);
 }
 
+/* min(interval_ns * burst, CLIENT_DEPTH_MAX_NS) without a division (the
+ * one per packet left is the interval's): the product in two 32-bit halves
+ * of the interval, each of which fits in 64 bits. burst < 2^32. */
+static __always_inline __u64 ratelimit_depth(__u64 interval_ns, __u64 burst)
+{
+	__u64 hi = (interval_ns >> 32) * burst;
+	__u64 lo = (interval_ns & 0xffffffffull) * burst;
+	__u64 depth_ns;
+
+	if (hi >= (CLIENT_DEPTH_MAX_NS + 1) >> 32 || lo > CLIENT_DEPTH_MAX_NS)
+		return CLIENT_DEPTH_MAX_NS;
+	depth_ns = (hi << 32) + lo; /* both < 2^56: no overflow */
+	return depth_ns > CLIENT_DEPTH_MAX_NS ? CLIENT_DEPTH_MAX_NS : depth_ns;
+}
+
 /* Takes one request at now_ns: -CLIENT_REASON_ALLOWED, _RATE, _CLIENT_OFF
  * or _CONTENDED. */
 static __always_inline int ratelimit_take(__u64 client_id, const struct client_config *cc,
@@ -50,8 +65,7 @@ static __always_inline int ratelimit_take(__u64 client_id, const struct client_c
 	interval_ns = CLIENT_NS_PER_SEC_FP32 / rate;
 	if (interval_ns == 0)
 		interval_ns = 1;
-	depth_ns = interval_ns > CLIENT_DEPTH_MAX_NS / burst ? CLIENT_DEPTH_MAX_NS
-							     : interval_ns * burst;
+	depth_ns = ratelimit_depth(interval_ns, burst);
 
 	b = ratelimit_bucket(client_id);
 	if (!b)

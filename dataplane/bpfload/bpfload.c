@@ -4,10 +4,16 @@
  * before the first sync or after a failed one, which makes the next sync a
  * full reconcile); incremental syncs compare prev with next resource by
  * resource, so the maps are written only where the two differ.
+ * Invariant (deny_lock held for every deny trie write): deny_slots counts,
+ * for each 16-bit slot of each family, the trie entries that cover at least
+ * one address of the slot, and deny_filter's bit is set exactly when that
+ * count is not 0 -- set before an entry goes in, cleared after the last one
+ * covering the slot is gone, so the program never skips a live entry.
  */
 #include <errno.h>
 #include <limits.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +61,15 @@ struct bpfload {
 	bpfload_event_cb cb;
 	void *cb_arg;
 	struct bpfload_event_counts ev;
+	/* Every deny trie write (sync, escalation, sweep: any thread) and the
+	 * pre-filter bookkeeping below. */
+	pthread_mutex_t deny_lock;
+	uint32_t *deny_slots;  /* [family][slot]: entries covering the slot */
+	uint64_t filter[CLIENT_DENY_FILTER_WORDS]; /* deny_filter as written */
 };
+
+/* Index of deny_slots' families and of the tries. */
+enum { DENY_V4 = 0, DENY_V6 = 1 };
 
 __attribute__((format(printf, 2, 0))) static int libbpf_to_log(enum libbpf_print_level level,
 							       const char *fmt, va_list ap)
@@ -141,7 +155,7 @@ static int set_pins(struct tc_ingress *skel, const char *dir)
 	struct bpf_map *maps[] = {
 		skel->maps.client_config, skel->maps.rate_buckets, skel->maps.client_stats,
 		skel->maps.global_config, skel->maps.client_lookup, skel->maps.deny_v4,
-		skel->maps.deny_v6,       skel->maps.reason_counters,
+		skel->maps.deny_v6,       skel->maps.reason_counters, skel->maps.deny_filter,
 	};
 	char path[PATH_MAX];
 
@@ -171,6 +185,142 @@ static int on_event(void *ctx, void *data, size_t size)
 	if (l->cb)
 		l->cb(l->cb_arg, ev);
 	return 0;
+}
+
+/* ---- deny tries and their pre-filter --------------------------------- */
+
+static int deny_fd(const struct bpfload *l, int fam)
+{
+	return bpf_map__fd(fam == DENY_V4 ? l->skel->maps.deny_v4 : l->skel->maps.deny_v6);
+}
+
+/* The slots [*first, *first + *n) a trie key (either family: prefixlen,
+ * then the address) covers: its own slot when the prefix has 16 bits or
+ * more, else every slot under the prefix. */
+static void key_slots(const void *key, uint32_t *first, uint32_t *n)
+{
+	uint32_t plen;
+	const uint8_t *addr = (const uint8_t *)key + sizeof(plen);
+	uint32_t slot;
+
+	memcpy(&plen, key, sizeof(plen));
+	slot = (uint32_t)addr[0] << 8 | addr[1];
+	if (plen >= CLIENT_DENY_FILTER_BITS) {
+		*first = slot;
+		*n = 1;
+		return;
+	}
+	*n = 1u << (CLIENT_DENY_FILTER_BITS - plen);
+	*first = slot & ~(*n - 1);
+}
+
+/* Writes the filter words holding slots [first, first + n) of `fam` that
+ * differ from what deny_slots says (all of them with `force`). 0 or -errno;
+ * a word that failed keeps its old value in l->filter and is retried by the
+ * next write that touches it. */
+static int filter_flush(struct bpfload *l, int fam, uint32_t first, uint32_t n, bool force)
+{
+	const uint32_t *count = l->deny_slots + (size_t)fam * CLIENT_DENY_FILTER_SLOTS;
+	uint32_t base = fam == DENY_V4 ? CLIENT_DENY_FILTER_V4_BASE : CLIENT_DENY_FILTER_V6_BASE;
+	int fd = bpf_map__fd(l->skel->maps.deny_filter);
+
+	for (uint32_t w = first / 64; w <= (first + n - 1) / 64; w++) {
+		uint32_t idx = base + w;
+		uint64_t bits = 0;
+
+		for (uint32_t b = 0; b < 64; b++)
+			if (count[w * 64 + b])
+				bits |= 1ull << b;
+		if (!force && bits == l->filter[idx])
+			continue;
+		if (bpf_map_update_elem(fd, &idx, &bits, BPF_ANY) < 0)
+			return -errno;
+		l->filter[idx] = bits;
+	}
+	return 0;
+}
+
+/* Counts one entry more (+1) or less (-1) on the slots `key` covers, then
+ * writes the words that changed. */
+static int filter_adjust(struct bpfload *l, int fam, const void *key, int delta)
+{
+	uint32_t *count = l->deny_slots + (size_t)fam * CLIENT_DENY_FILTER_SLOTS;
+	uint32_t first, n;
+
+	key_slots(key, &first, &n);
+	for (uint32_t i = 0; i < n; i++)
+		count[first + i] += (uint32_t)delta;
+	return filter_flush(l, fam, first, n, false);
+}
+
+/* Counts the entries the tries already hold (pinned maps from an earlier
+ * loader) and writes the whole filter from them. Nobody else writes yet. */
+static int filter_rebuild(struct bpfload *l)
+{
+	uint8_t key[sizeof(struct client_deny_v6_key)], next[sizeof(key)];
+	int err;
+
+	memset(l->deny_slots, 0, 2 * CLIENT_DENY_FILTER_SLOTS * sizeof(*l->deny_slots));
+	for (int fam = DENY_V4; fam <= DENY_V6; fam++) {
+		size_t key_size = fam == DENY_V4 ? sizeof(struct client_deny_v4_key)
+						 : sizeof(struct client_deny_v6_key);
+		uint32_t *count = l->deny_slots + (size_t)fam * CLIENT_DENY_FILTER_SLOTS;
+		int fd = deny_fd(l, fam);
+		void *prev = NULL;
+
+		while (bpf_map_get_next_key(fd, prev, next) == 0) {
+			uint32_t first, n;
+
+			memcpy(key, next, key_size);
+			prev = key;
+			key_slots(key, &first, &n);
+			for (uint32_t i = 0; i < n; i++)
+				count[first + i]++;
+		}
+		err = filter_flush(l, fam, 0, CLIENT_DENY_FILTER_SLOTS, true);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Puts `key` into the trie of `fam` with expires_ns (0: a policy entry,
+ * which replaces whatever is there; else an escalation, which never
+ * replaces a policy entry: -EEXIST). The filter bits go first. deny_lock
+ * held. 0 or -errno. */
+static int deny_put(struct bpfload *l, int fam, const void *key, uint64_t expires_ns)
+{
+	const struct client_deny_value v = {.expires_ns = expires_ns};
+	struct client_deny_value cur;
+	int fd = deny_fd(l, fam), err;
+
+	err = filter_adjust(l, fam, key, +1);
+	if (!err && bpf_map_update_elem(fd, key, &v, BPF_NOEXIST) == 0)
+		return 0;
+	if (!err)
+		err = -errno;
+	/* Not inserted: uncount it (the bits stay while the existing entry
+	 * counts for them). */
+	filter_adjust(l, fam, key, -1);
+	if (err != -EEXIST)
+		return err;
+	/* The exact prefix is there, so an LPM lookup of the key finds that
+	 * entry (no longer prefix can match it). */
+	if (expires_ns && bpf_map_lookup_elem(fd, key, &cur) == 0 && cur.expires_ns == 0)
+		return -EEXIST;
+	if (bpf_map_update_elem(fd, key, &v, BPF_EXIST) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Deletes `key` from the trie of `fam`, then clears the filter bits that
+ * nothing covers any more. deny_lock held. 0 (also when it was not there)
+ * or -errno. */
+static int deny_del(struct bpfload *l, int fam, const void *key)
+{
+	if (bpf_map_delete_elem(deny_fd(l, fam), key) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return filter_adjust(l, fam, key, -1);
 }
 
 int bpfload_new(const struct bpfload_config *cfg, struct bpfload **ret)
@@ -206,6 +356,12 @@ int bpfload_new(const struct bpfload_config *cfg, struct bpfload **ret)
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
+	l->deny_slots = calloc(2 * CLIENT_DENY_FILTER_SLOTS, sizeof(*l->deny_slots));
+	if (!l->deny_slots) {
+		free(l);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&l->deny_lock, NULL);
 	l->ifindex = ifindex;
 	libbpf_set_print(libbpf_to_log);
 
@@ -249,6 +405,14 @@ int bpfload_new(const struct bpfload_config *cfg, struct bpfload **ret)
 		goto out_destroy_skel;
 	}
 
+	/* Pinned tries keep their entries: the filter must cover them before
+	 * the program is attached. */
+	err = filter_rebuild(l);
+	if (err) {
+		set_err(cfg, "cannot write the deny filter map: %s", strerror(-err));
+		goto out_destroy_skel;
+	}
+
 	l->rb = ring_buffer__new(bpf_map__fd(l->skel->maps.events), on_event, l, NULL);
 	if (!l->rb) {
 		err = errno ? -errno : -ENOMEM;
@@ -261,6 +425,8 @@ int bpfload_new(const struct bpfload_config *cfg, struct bpfload **ret)
 out_destroy_skel:
 	tc_ingress__destroy(l->skel);
 out_free:
+	pthread_mutex_destroy(&l->deny_lock);
+	free(l->deny_slots);
 	free(l);
 	return err;
 }
@@ -273,6 +439,8 @@ void bpfload_free(struct bpfload *l)
 	ring_buffer__free(l->rb);
 	tc_ingress__destroy(l->skel);
 	snapshot_unref(l->prev);
+	pthread_mutex_destroy(&l->deny_lock);
+	free(l->deny_slots);
 	free(l);
 }
 
@@ -576,13 +744,13 @@ out_done:
 }
 
 /* Writes what is in `next` and not in `old`, deletes the reverse; one trie.
- * Both arrays are sorted and unique. */
-static int deny_apply(int fd, const void *old, size_t n_old, const void *next, size_t n_next,
-		      size_t key_size, struct bpfload_sync_stats *st)
+ * Both arrays are sorted and unique. deny_lock held. */
+static int deny_apply(struct bpfload *l, int fam, const void *old, size_t n_old, const void *next,
+		      size_t n_next, size_t key_size, struct bpfload_sync_stats *st)
 {
-	const struct client_deny_value never = {.expires_ns = 0};
 	const uint8_t *o = old, *n = next;
 	size_t i = 0, j = 0;
+	int err;
 
 	while (i < n_old || j < n_next) {
 		int c;
@@ -594,13 +762,15 @@ static int deny_apply(int fd, const void *old, size_t n_old, const void *next, s
 		else
 			c = memcmp(o + i * key_size, n + j * key_size, key_size);
 		if (c < 0) {
-			if (bpf_map_delete_elem(fd, o + i * key_size) < 0 && errno != ENOENT)
-				return -errno;
+			err = deny_del(l, fam, o + i * key_size);
+			if (err)
+				return err;
 			st->deletes++;
 			i++;
 		} else if (c > 0) {
-			if (bpf_map_update_elem(fd, n + j * key_size, &never, BPF_ANY) < 0)
-				return -errno;
+			err = deny_put(l, fam, n + j * key_size, 0);
+			if (err)
+				return err;
 			st->updates++;
 			j++;
 		} else {
@@ -611,10 +781,11 @@ static int deny_apply(int fd, const void *old, size_t n_old, const void *next, s
 	return 0;
 }
 
-/* Deletes every key of the map that is not in the sorted `keep` array;
- * with `policy_only`, deny entries that expire (escalations) are kept. */
-static int prune_map(int fd, size_t key_size, const void *keep, size_t n_keep,
-		     int (*cmp)(const void *, const void *), bool policy_only,
+/* Deletes every key of the map that is not in the sorted `keep` array.
+ * deny_fam >= 0: fd is that family's deny trie (deny_lock held): entries
+ * that expire (escalations) are kept, and deletes go through deny_del(). */
+static int prune_map(struct bpfload *l, int fd, size_t key_size, const void *keep, size_t n_keep,
+		     int (*cmp)(const void *, const void *), int deny_fam,
 		     struct bpfload_sync_stats *st)
 {
 	uint8_t key[64], next[64];
@@ -628,7 +799,7 @@ static int prune_map(int fd, size_t key_size, const void *keep, size_t n_keep,
 		prev = key;
 		if (n_keep && bsearch(key, keep, n_keep, key_size, cmp))
 			continue;
-		if (policy_only) {
+		if (deny_fam >= 0) {
 			struct client_deny_value v;
 
 			if (bpf_map_lookup_elem(fd, key, &v) == 0 && v.expires_ns)
@@ -641,10 +812,12 @@ static int prune_map(int fd, size_t key_size, const void *keep, size_t n_keep,
 		n_doomed++;
 	}
 	for (size_t i = 0; i < n_doomed; i++) {
-		if (bpf_map_delete_elem(fd, doomed + i * key_size) < 0 && errno != ENOENT) {
+		if (deny_fam >= 0)
+			err = deny_del(l, deny_fam, doomed + i * key_size);
+		else if (bpf_map_delete_elem(fd, doomed + i * key_size) < 0 && errno != ENOENT)
 			err = -errno;
+		if (err)
 			goto out_free;
-		}
 		st->deletes++;
 	}
 out_free:
@@ -735,27 +908,28 @@ static int sync_full(struct bpfload *l, const struct snapshot *s, struct bpfload
 		qsort(f.ids.v, f.ids.n, sizeof(uint64_t), cmp_u64);
 	if (f.hashes.n)
 		qsort(f.hashes.v, f.hashes.n, sizeof(uint64_t), cmp_u64);
-	err = prune_map(bpf_map__fd(l->skel->maps.client_config), sizeof(uint64_t), f.ids.v,
-			f.ids.n, cmp_u64, false, st);
+	err = prune_map(l, bpf_map__fd(l->skel->maps.client_config), sizeof(uint64_t), f.ids.v,
+			f.ids.n, cmp_u64, -1, st);
 	if (!err)
-		err = prune_map(bpf_map__fd(l->skel->maps.client_lookup), sizeof(uint64_t),
-				f.hashes.v, f.hashes.n, cmp_u64, false, st);
+		err = prune_map(l, bpf_map__fd(l->skel->maps.client_lookup), sizeof(uint64_t),
+				f.hashes.v, f.hashes.n, cmp_u64, -1, st);
 	if (err)
 		goto out_free;
 
 	err = deny_set_build(s, &d);
 	if (err)
 		goto out_free;
-	err = deny_apply(bpf_map__fd(l->skel->maps.deny_v4), NULL, 0, d.v4, d.n4, sizeof(*d.v4), st);
+	pthread_mutex_lock(&l->deny_lock);
+	err = deny_apply(l, DENY_V4, NULL, 0, d.v4, d.n4, sizeof(*d.v4), st);
 	if (!err)
-		err = deny_apply(bpf_map__fd(l->skel->maps.deny_v6), NULL, 0, d.v6, d.n6,
-				 sizeof(*d.v6), st);
+		err = deny_apply(l, DENY_V6, NULL, 0, d.v6, d.n6, sizeof(*d.v6), st);
 	if (!err)
-		err = prune_map(bpf_map__fd(l->skel->maps.deny_v4), sizeof(*d.v4), d.v4, d.n4,
-				cmp_v4, true, st);
+		err = prune_map(l, deny_fd(l, DENY_V4), sizeof(*d.v4), d.v4, d.n4, cmp_v4, DENY_V4,
+				st);
 	if (!err)
-		err = prune_map(bpf_map__fd(l->skel->maps.deny_v6), sizeof(*d.v6), d.v6, d.n6,
-				cmp_v6, true, st);
+		err = prune_map(l, deny_fd(l, DENY_V6), sizeof(*d.v6), d.v6, d.n6, cmp_v6, DENY_V6,
+				st);
+	pthread_mutex_unlock(&l->deny_lock);
 	deny_set_done(&d);
 	l->kernel_clients = st->kernel_clients;
 	l->skipped_keys = st->skipped_keys;
@@ -969,12 +1143,12 @@ static int sync_delta(struct bpfload *l, const struct snapshot *s, struct bpfloa
 		if (err)
 			goto out_free;
 		err = deny_set_build(s, &nd);
+		pthread_mutex_lock(&l->deny_lock);
 		if (!err)
-			err = deny_apply(bpf_map__fd(l->skel->maps.deny_v4), od.v4, od.n4, nd.v4,
-					 nd.n4, sizeof(*nd.v4), st);
+			err = deny_apply(l, DENY_V4, od.v4, od.n4, nd.v4, nd.n4, sizeof(*nd.v4), st);
 		if (!err)
-			err = deny_apply(bpf_map__fd(l->skel->maps.deny_v6), od.v6, od.n6, nd.v6,
-					 nd.n6, sizeof(*nd.v6), st);
+			err = deny_apply(l, DENY_V6, od.v6, od.n6, nd.v6, nd.n6, sizeof(*nd.v6), st);
+		pthread_mutex_unlock(&l->deny_lock);
 		deny_set_done(&od);
 		deny_set_done(&nd);
 	}
@@ -1035,35 +1209,27 @@ int bpfload_deny_add(struct bpfload *l, const struct cidr *prefix, uint64_t ttl_
 {
 	struct client_deny_v4_key k4;
 	struct client_deny_v6_key k6;
-	struct client_deny_value v = {0}, cur;
 	bool is_v4;
-	void *key;
-	int fd;
+	int err;
 
 	if (!l || !prefix || !ttl_ns || deny_key(prefix, &k4, &k6, &is_v4))
 		return -EINVAL;
-	v.expires_ns = mono_ns() + ttl_ns;
-	fd = bpf_map__fd(is_v4 ? l->skel->maps.deny_v4 : l->skel->maps.deny_v6);
-	key = is_v4 ? (void *)&k4 : (void *)&k6;
 	/* A policy entry (never expiring) must stay one: an escalation of the
-	 * same prefix would otherwise end the policy's deny with its TTL. The
-	 * flags close the race with a sync on another thread: an entry that
-	 * appears after the lookup makes NOEXIST fail, and a sync writes with
-	 * BPF_ANY, so the policy's value wins either way. */
-	if (bpf_map_lookup_elem(fd, key, &cur) == 0) {
-		if (cur.expires_ns == 0)
-			return -EEXIST;
-		if (bpf_map_update_elem(fd, key, &v, BPF_EXIST) == 0)
-			return 0;
-	} else if (bpf_map_update_elem(fd, key, &v, BPF_NOEXIST) == 0) {
-		return 0;
-	}
-	return errno == ENOENT || errno == EEXIST ? -EAGAIN : -errno;
+	 * same prefix would otherwise end the policy's deny with its TTL.
+	 * deny_lock orders this against a sync on another thread. */
+	pthread_mutex_lock(&l->deny_lock);
+	err = deny_put(l, is_v4 ? DENY_V4 : DENY_V6, is_v4 ? (void *)&k4 : (void *)&k6,
+		       mono_ns() + ttl_ns);
+	pthread_mutex_unlock(&l->deny_lock);
+	return err;
 }
 
-/* Deletes the expired entries of one trie. */
-static int sweep_trie(int fd, size_t key_size, uint64_t now_ns, size_t *deleted)
+/* Deletes the expired entries of one trie. deny_lock held. */
+static int sweep_trie(struct bpfload *l, int fam, uint64_t now_ns, size_t *deleted)
 {
+	int fd = deny_fd(l, fam), err;
+	size_t key_size = fam == DENY_V4 ? sizeof(struct client_deny_v4_key)
+					 : sizeof(struct client_deny_v6_key);
 	uint8_t key[32], next[32];
 	uint8_t doomed[64][32];
 	size_t n = 0;
@@ -1084,8 +1250,9 @@ static int sweep_trie(int fd, size_t key_size, uint64_t now_ns, size_t *deleted)
 		if (n == 0)
 			return 0;
 		for (size_t i = 0; i < n; i++) {
-			if (bpf_map_delete_elem(fd, doomed[i]) < 0 && errno != ENOENT)
-				return -errno;
+			err = deny_del(l, fam, doomed[i]);
+			if (err)
+				return err;
 			(*deleted)++;
 		}
 		if (n < 64)
@@ -1102,11 +1269,11 @@ int bpfload_deny_sweep(struct bpfload *l, size_t *deleted)
 	size_t n = 0;
 	int err;
 
-	err = sweep_trie(bpf_map__fd(l->skel->maps.deny_v4), sizeof(struct client_deny_v4_key),
-			 now_ns, &n);
+	pthread_mutex_lock(&l->deny_lock);
+	err = sweep_trie(l, DENY_V4, now_ns, &n);
 	if (!err)
-		err = sweep_trie(bpf_map__fd(l->skel->maps.deny_v6),
-				 sizeof(struct client_deny_v6_key), now_ns, &n);
+		err = sweep_trie(l, DENY_V6, now_ns, &n);
+	pthread_mutex_unlock(&l->deny_lock);
 	if (deleted)
 		*deleted = n;
 	return err;

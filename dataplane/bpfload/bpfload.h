@@ -6,8 +6,12 @@
  * written. Every failure is a return code: the node keeps serving without
  * the kernel layer. Threads: one thread owns a loader (new, attach, sync,
  * poll, free); bpfload_deny_add(), bpfload_deny_sweep(), bpfload_counters()
- * and bpfload_map_fd() only make bpf() syscalls on map fds, so any thread may
- * call them while the loader lives.
+ * and bpfload_map_fd() only make bpf() syscalls on map fds (deny trie writes
+ * under the loader's deny lock, shared with sync), so any thread may call
+ * them while the loader lives.
+ * The deny tries have a pre-filter map, deny_filter (bpf/include/
+ * client_abi.h): the loader alone keeps it, exactly "some entry covers this
+ * 16-bit slot", so every deny entry must be written through this API.
  */
 #ifndef SLUICE_BPFLOAD_H
 #define SLUICE_BPFLOAD_H
@@ -79,7 +83,7 @@ struct bpfload_sync_stats {
  * - client_lookup: policy_client_key_hash() of each key of those clients;
  *   keys longer than CLIENT_KEY_MAX_BYTES are skipped and counted.
  * - deny_v4/deny_v6: the deny CIDRs of the global access lists (Settings
- *   access_lists), never expiring. Allow lists are not enforced in the
+ *   access_lists), never expiring; deny_filter follows the tries. Allow lists are not enforced in the
  *   kernel: "not allowed" is the proxy's decision (an allow list is a
  *   whitelist, and the kernel must never drop when unsure).
  * - global_config: enabled = !Settings.disabled, the default limit when it
@@ -96,10 +100,13 @@ int bpfload_sync(struct bpfload *l, const struct snapshot *s, struct bpfload_syn
  * escalation of the same prefix gets the new expiry; a policy deny of the
  * same prefix (never expiring) is left alone: -EEXIST. A policy deny of the
  * same prefix added by a later sync replaces this entry (never expires),
- * and one removed by a sync removes it too. 0, -EINVAL (ttl 0, bad prefix),
- * -EEXIST, -EAGAIN (raced with a sync: retry), -E2BIG/-ENOMEM (trie full).
- * Thread-safe against everything but bpfload_free(): it touches only the
- * map (one lookup and one update syscall). */
+ * and one removed by a sync removes it too. A prefix inside a policy deny
+ * (not the same prefix) gets its own entry. 0, -EINVAL (ttl 0, bad prefix),
+ * -EEXIST, -E2BIG/-ENOMEM (trie full), or another -errno of the bpf()
+ * syscall. (-EAGAIN, once returned for a race with a sync, no longer
+ * happens: the deny lock orders the two.) Thread-safe against everything
+ * but bpfload_free(): it takes the deny lock and touches only the trie and
+ * the pre-filter (a few syscalls). */
 int bpfload_deny_add(struct bpfload *l, const struct cidr *prefix, uint64_t ttl_ns);
 
 /* Deletes expired deny entries (escalations past their TTL) from both tries,
@@ -134,7 +141,9 @@ void bpfload_event_counts(const struct bpfload *l, struct bpfload_event_counts *
 int bpfload_counters(const struct bpfload *l, uint64_t *out, size_t n);
 
 /* Map fds for tests and tools (client_config, client_lookup, deny_v4,
- * deny_v6, global_config, client_stats); -1 for an unknown name. */
+ * deny_v6, deny_filter, global_config, client_stats); -1 for an unknown
+ * name. Read them only: a deny entry written past the loader would miss
+ * the pre-filter. */
 int bpfload_map_fd(const struct bpfload *l, const char *name);
 
 #endif

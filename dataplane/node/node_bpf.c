@@ -179,8 +179,6 @@ static void flush_pending(struct node_bpf *nb)
 	for (size_t i = 0; i < n; i++) {
 		int err = bpfload_deny_add(nb->l, &batch[i].prefix, batch[i].ttl_ns);
 
-		if (err == -EAGAIN) /* raced with a sync: once more */
-			err = bpfload_deny_add(nb->l, &batch[i].prefix, batch[i].ttl_ns);
 		if (cidr_format(&batch[i].prefix, src, sizeof(src)) < 0)
 			snprintf(src, sizeof(src), "?");
 		log_quote(batch[i].client, cid, sizeof(cid));

@@ -147,7 +147,61 @@ static void expect_clients(struct bpfload *l, const struct want_client *w, size_
 	cr_assert_eq(count_keys(lk_fd, 8), n_keys, "client_lookup has extra entries");
 }
 
-/* Deny prefixes as "a.b.c.d/n" or IPv6 text; exactly these in the tries. */
+/* deny_filter must be exactly what the tries hold: a bit set for each
+ * 16-bit slot some entry covers (every slot under a prefix shorter than 16
+ * bits), and no other. Computed here from the tries' keys, independently of
+ * the loader's counts. */
+static void expect_filter(struct bpfload *l)
+{
+	static uint64_t want[CLIENT_DENY_FILTER_WORDS];
+	int ffd = bpfload_map_fd(l, "deny_filter");
+
+	cr_assert_geq(ffd, 0);
+	memset(want, 0, sizeof(want));
+	for (int fam = 0; fam < 2; fam++) {
+		int fd = bpfload_map_fd(l, fam == 0 ? "deny_v4" : "deny_v6");
+		size_t key_size = fam == 0 ? sizeof(struct client_deny_v4_key)
+					   : sizeof(struct client_deny_v6_key);
+		uint32_t base = fam == 0 ? CLIENT_DENY_FILTER_V4_BASE : CLIENT_DENY_FILTER_V6_BASE;
+		uint8_t key[32], next[32];
+		void *prev = NULL;
+
+		while (bpf_map_get_next_key(fd, prev, next) == 0) {
+			uint32_t plen, slot;
+
+			memcpy(key, next, key_size);
+			prev = key;
+			memcpy(&plen, key, 4);
+			slot = (uint32_t)key[4] << 8 | key[5];
+			for (uint32_t s = 0; s < CLIENT_DENY_FILTER_SLOTS; s++)
+				if (plen >= 16 ? s == slot : (s >> (16 - plen)) == (slot >> (16 - plen)))
+					want[base + s / 64] |= 1ull << (s % 64);
+		}
+	}
+	for (uint32_t i = 0; i < CLIENT_DENY_FILTER_WORDS; i++) {
+		uint64_t got = ~0ull;
+
+		cr_assert_eq(bpf_map_lookup_elem(ffd, &i, &got), 0);
+		cr_assert_eq(got, want[i], "deny_filter word %u: %#llx, want %#llx", i,
+			     (unsigned long long)got, (unsigned long long)want[i]);
+	}
+}
+
+/* Whether the filter bit of the 16-bit slot a.b (IPv4) or of an IPv6
+ * address's first 16 bits is set. */
+static bool filter_bit(struct bpfload *l, bool v6, uint32_t slot)
+{
+	uint32_t idx = (v6 ? CLIENT_DENY_FILTER_V6_BASE : CLIENT_DENY_FILTER_V4_BASE) + slot / 64;
+	uint64_t w = 0;
+
+	cr_assert_eq(bpf_map_lookup_elem(bpfload_map_fd(l, "deny_filter"), &idx, &w), 0);
+	return (w >> (slot % 64)) & 1;
+}
+
+#define SLOT4(a, b) ((uint32_t)(a) << 8 | (b))
+
+/* Deny prefixes as "a.b.c.d/n" or IPv6 text; exactly these in the tries,
+ * and the filter exactly right for them. */
 static void expect_deny(struct bpfload *l, const char *const *cidrs)
 {
 	int fd4 = bpfload_map_fd(l, "deny_v4"), fd6 = bpfload_map_fd(l, "deny_v6");
@@ -176,6 +230,7 @@ static void expect_deny(struct bpfload *l, const char *const *cidrs)
 	}
 	cr_assert_eq(count_keys(fd4, sizeof(struct client_deny_v4_key)), n4, "extra v4 entries");
 	cr_assert_eq(count_keys(fd6, sizeof(struct client_deny_v6_key)), n6, "extra v6 entries");
+	expect_filter(l);
 }
 
 static struct client_global_config read_global(struct bpfload *l)
@@ -401,11 +456,122 @@ Test(bpf, deny_add_expires_and_survives_sync)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	cr_assert_gt(v.expires_ns, (uint64_t)now.tv_sec * 1000000000u);
 	cr_assert_leq(v.expires_ns, (uint64_t)now.tv_sec * 1000000000u + 6000000000ull);
-	/* A full reconcile keeps the escalation, as later syncs do. */
+	/* A full reconcile keeps the escalation, as later syncs do, and the
+	 * filter covers both it and the policy's entries. */
 	cr_assert_eq(bpfload_sync(l, s, NULL), 0);
 	cr_assert_eq(bpf_map_lookup_elem(bpfload_map_fd(l, "deny_v4"), &k, &v), 0);
+	expect_filter(l);
+	cr_assert(filter_bit(l, false, SLOT4(10, 200)) && filter_bit(l, false, SLOT4(192, 0)));
 	bpfload_free(l);
 	snapshot_unref(s);
+}
+
+static struct snapshot *deny_snapshot(const char *deny_json)
+{
+	char al[512];
+	const char *json[] = {
+		"{\"settings\": {\"id\": \"global\", \"accessLists\": [\"blk\"]}}", al, NULL,
+	};
+
+	snprintf(al, sizeof(al), "{\"accessList\": {\"id\": \"blk\", \"deny\": [%s]}}",
+		 deny_json);
+	return build(json);
+}
+
+/* The pre-filter over a sequence of syncs, escalations and sweeps: exact
+ * after each step (expect_deny), for prefixes shorter than, equal to and
+ * longer than its 16 bits; a bit is cleared only when nothing covers its
+ * slot any more. */
+Test(bpf, deny_filter_follows_syncs_escalations_and_sweeps)
+{
+	struct bpfload *l = new_loader("lo", NULL);
+	struct snapshot *s1, *s2, *s3, *s4;
+	struct cidr c;
+	const char *why;
+	size_t swept;
+
+	s1 = deny_snapshot("\"10.0.0.0/8\", \"172.16.0.0/16\", \"192.168.7.0/24\","
+			   " \"192.168.9.9\", \"2001:db8::/32\", \"2a00::/12\"");
+	cr_assert_eq(bpfload_sync(l, s1, NULL), 0);
+	{
+		const char *deny[] = {"10.0.0.0/8", "172.16.0.0/16", "192.168.7.0/24",
+				      "192.168.9.9/32", "2001:db8::/32", "2a00::/12", NULL};
+
+		expect_deny(l, deny);
+	}
+	cr_assert(filter_bit(l, false, SLOT4(10, 0)) && filter_bit(l, false, SLOT4(10, 255)));
+	cr_assert(!filter_bit(l, false, SLOT4(11, 0)) && !filter_bit(l, false, SLOT4(9, 255)));
+	cr_assert(filter_bit(l, false, SLOT4(172, 16)) && !filter_bit(l, false, SLOT4(172, 17)));
+	cr_assert(filter_bit(l, false, SLOT4(192, 168)));
+	cr_assert(filter_bit(l, true, 0x2001) && filter_bit(l, true, 0x2a0f));
+	cr_assert(!filter_bit(l, true, 0x2a10) && !filter_bit(l, false, 0x2001));
+
+	/* The /24 goes, the /32 still covers 192.168: set. 10/8 becomes 10.1/16:
+	 * only that slot of 10.x stays. */
+	s2 = deny_snapshot("\"10.1.0.0/16\", \"172.16.0.0/16\", \"192.168.9.9\","
+			   " \"2001:db8::/32\", \"2a00::/12\"");
+	cr_assert_eq(bpfload_sync(l, s2, NULL), 0);
+	{
+		const char *deny[] = {"10.1.0.0/16", "172.16.0.0/16", "192.168.9.9/32",
+				      "2001:db8::/32", "2a00::/12", NULL};
+
+		expect_deny(l, deny);
+	}
+	cr_assert(filter_bit(l, false, SLOT4(192, 168)));
+	cr_assert(filter_bit(l, false, SLOT4(10, 1)) && !filter_bit(l, false, SLOT4(10, 0)));
+
+	/* Last entry of 192.168 and the short IPv6 prefix gone: cleared. */
+	s3 = deny_snapshot("\"10.1.0.0/16\", \"172.16.0.0/16\", \"2001:db8::/32\"");
+	cr_assert_eq(bpfload_sync(l, s3, NULL), 0);
+	{
+		const char *deny[] = {"10.1.0.0/16", "172.16.0.0/16", "2001:db8::/32", NULL};
+
+		expect_deny(l, deny);
+	}
+	cr_assert(!filter_bit(l, false, SLOT4(192, 168)) && !filter_bit(l, true, 0x2a0f));
+
+	/* Escalations set their slot before they are in the trie; one inside
+	 * a policy /16 gets its own entry; one of the policy's own prefix is
+	 * refused. */
+	cr_assert_eq(cidr_parse("198.18.5.5", &c, &why), 0);
+	cr_assert_eq(bpfload_deny_add(l, &c, 1000000ull), 0);
+	cr_assert(filter_bit(l, false, SLOT4(198, 18)));
+	cr_assert_eq(cidr_parse("172.16.3.3", &c, &why), 0);
+	cr_assert_eq(bpfload_deny_add(l, &c, 1000000ull), 0);
+	cr_assert_eq(cidr_parse("2001:db9:1:2::/64", &c, &why), 0);
+	cr_assert_eq(bpfload_deny_add(l, &c, 1000000ull), 0);
+	cr_assert(filter_bit(l, true, 0x2001));
+	cr_assert_eq(cidr_parse("172.16.0.0/16", &c, &why), 0);
+	cr_assert_eq(bpfload_deny_add(l, &c, 1000000ull), -EEXIST);
+	cr_assert_eq(count_keys(bpfload_map_fd(l, "deny_v4"), sizeof(struct client_deny_v4_key)), 4);
+	expect_filter(l);
+
+	/* Expired (1 ms TTL) and swept: 198.18 clears, 172.16 stays (policy),
+	 * 2001 stays (2001:db8::/32). */
+	usleep(5000);
+	cr_assert_eq(bpfload_deny_sweep(l, &swept), 0);
+	cr_assert_eq(swept, 3);
+	{
+		const char *deny[] = {"10.1.0.0/16", "172.16.0.0/16", "2001:db8::/32", NULL};
+
+		expect_deny(l, deny);
+	}
+	cr_assert(!filter_bit(l, false, SLOT4(198, 18)));
+	cr_assert(filter_bit(l, false, SLOT4(172, 16)) && filter_bit(l, true, 0x2001));
+
+	/* Nothing left: every bit clear. */
+	s4 = deny_snapshot("");
+	cr_assert_eq(bpfload_sync(l, s4, NULL), 0);
+	{
+		const char *deny[] = {NULL};
+
+		expect_deny(l, deny);
+	}
+	bpfload_free(l);
+	snapshot_unref(s1);
+	snapshot_unref(s2);
+	snapshot_unref(s3);
+	snapshot_unref(s4);
 }
 
 Test(bpf, new_refuses_bad_interface_and_config)
@@ -754,8 +920,34 @@ Test(bpf, pinned_maps_survive_a_new_loader)
 	cr_assert_eq(bpfload_sync(l, s, NULL), 0);
 	bpfload_free(l);
 
-	/* A restarted node: the limits are there before its first sync. */
+	/* A restarted node: the limits are there before its first sync, and
+	 * the deny filter is rebuilt from the pinned tries (an escalation the
+	 * snapshot does not hold included). */
 	l = new_loader("lo", dir);
+	{
+		struct cidr c;
+		const char *why;
+
+		cr_assert_eq(cidr_parse("198.18.7.7", &c, &why), 0);
+		cr_assert_eq(bpfload_deny_add(l, &c, 60000000000ull), 0);
+	}
+	bpfload_free(l);
+	{
+		/* Stale bits in the pinned filter must not survive either. */
+		uint32_t idx = CLIENT_DENY_FILTER_V4_BASE + SLOT4(1, 2) / 64;
+		uint64_t junk = ~0ull;
+		char path[256];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/deny_filter", dir);
+		fd = bpf_obj_get(path);
+		cr_assert_geq(fd, 0, "deny_filter is pinned");
+		cr_assert_eq(bpf_map_update_elem(fd, &idx, &junk, BPF_ANY), 0);
+		close(fd);
+	}
+	l = new_loader("lo", dir);
+	expect_filter(l);
+	cr_assert(filter_bit(l, false, SLOT4(198, 18)) && filter_bit(l, false, SLOT4(192, 0)));
 	cr_assert_eq(bpf_map_lookup_elem(bpfload_map_fd(l, "client_config"), &id, &cc), 0);
 	cr_assert_eq(cc.burst, 5);
 	cr_assert_eq(read_global(l).enabled, 1);

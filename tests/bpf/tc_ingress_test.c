@@ -243,7 +243,34 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int deny_v4(struct fx *f, const char *addr, uint32_t prefixlen, uint64_t expires_ns)
+/* Sets (on) or clears the deny_filter bits of the slots a prefix covers
+ * (its first 16 bits; every slot under a shorter prefix), as the loader
+ * does; base is CLIENT_DENY_FILTER_V4_BASE or _V6_BASE. */
+static int filter_bits(struct fx *f, uint32_t base, const uint8_t *addr, uint32_t prefixlen,
+		       int on)
+{
+	int fd = bpf_map__fd(f->skel->maps.deny_filter);
+	uint32_t slot = (uint32_t)addr[0] << 8 | addr[1], n = 1;
+
+	if (prefixlen < CLIENT_DENY_FILTER_BITS) {
+		n = 1u << (CLIENT_DENY_FILTER_BITS - prefixlen);
+		slot &= ~(n - 1);
+	}
+	for (uint32_t s = slot; s < slot + n; s++) {
+		uint32_t idx = base + s / 64;
+		uint64_t w;
+
+		if (bpf_map_lookup_elem(fd, &idx, &w) < 0)
+			return -1;
+		w = on ? w | 1ull << (s % 64) : w & ~(1ull << (s % 64));
+		if (bpf_map_update_elem(fd, &idx, &w, BPF_ANY) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A deny entry without its filter bits: only the gating case wants that. */
+static int deny_v4_raw(struct fx *f, const char *addr, uint32_t prefixlen, uint64_t expires_ns)
 {
 	struct client_deny_v4_key k = { .prefixlen = prefixlen };
 	struct client_deny_value v = { .expires_ns = expires_ns };
@@ -253,12 +280,24 @@ static int deny_v4(struct fx *f, const char *addr, uint32_t prefixlen, uint64_t 
 	return bpf_map_update_elem(bpf_map__fd(f->skel->maps.deny_v4), &k, &v, BPF_ANY);
 }
 
+/* A deny entry the way the loader writes one: filter bits first. */
+static int deny_v4(struct fx *f, const char *addr, uint32_t prefixlen, uint64_t expires_ns)
+{
+	uint8_t a[4];
+
+	if (inet_pton(AF_INET, addr, a) != 1 ||
+	    filter_bits(f, CLIENT_DENY_FILTER_V4_BASE, a, prefixlen, 1) < 0)
+		return -1;
+	return deny_v4_raw(f, addr, prefixlen, expires_ns);
+}
+
 static int deny_v6(struct fx *f, const char *addr, uint32_t prefixlen)
 {
 	struct client_deny_v6_key k = { .prefixlen = prefixlen };
 	struct client_deny_value v = { 0 };
 
-	if (inet_pton(AF_INET6, addr, k.addr) != 1)
+	if (inet_pton(AF_INET6, addr, k.addr) != 1 ||
+	    filter_bits(f, CLIENT_DENY_FILTER_V6_BASE, k.addr, prefixlen, 1) < 0)
 		return -1;
 	return bpf_map_update_elem(bpf_map__fd(f->skel->maps.deny_v6), &k, &v, BPF_ANY);
 }
@@ -346,6 +385,67 @@ static int deny_applies_to_later_fragments(struct fx *f)
 	CHECK_EQ(run(f, &denied), TC_ACT_SHOT);
 	CHECK_EQ(run(f, &other), TC_ACT_OK);
 	CHECK_EQ(counter(f, CLIENT_REASON_FRAGMENT), 1);
+	return 0;
+}
+
+/* The program asks the trie only when the source's filter bit is set: an
+ * entry without its bit is not seen (which is why only the loader may write
+ * entries), a bit without an entry denies nothing. */
+static int deny_filter_gates_the_trie(struct fx *f)
+{
+	struct frame_spec s = { .src = "10.1.2.3", .l4 = IPPROTO_UDP };
+	struct frame_spec empty_slot = { .src = "10.7.0.1", .l4 = IPPROTO_UDP };
+	uint8_t a[4] = { 10, 1, 0, 0 }, b[4] = { 10, 7, 0, 0 };
+
+	TRY(deny_v4_raw(f, "10.1.0.0", 16, 0));
+	CHECK_EQ(run(f, &s), TC_ACT_OK);
+	CHECK_EQ(counter(f, CLIENT_REASON_NOT_TCP), 1);
+	TRY(filter_bits(f, CLIENT_DENY_FILTER_V4_BASE, a, 16, 1));
+	CHECK_EQ(run(f, &s), TC_ACT_SHOT);
+	TRY(filter_bits(f, CLIENT_DENY_FILTER_V4_BASE, b, 16, 1));
+	CHECK_EQ(run(f, &empty_slot), TC_ACT_OK);
+	CHECK_EQ(counter(f, CLIENT_REASON_DENY), 1);
+	CHECK_EQ(counter(f, CLIENT_REASON_NOT_TCP), 2);
+	return 0;
+}
+
+/* Prefixes shorter than, equal to and longer than the filter's 16 bits,
+ * both families: the slot is the address's first 16 bits, per family. */
+static int deny_filter_slots_by_prefix_length(struct fx *f)
+{
+	static const struct {
+		int family;
+		const char *src;
+		int want;
+	} probes[] = {
+		{ 4, "10.200.1.1", TC_ACT_SHOT },   /* 10.0.0.0/8: every 10.x slot */
+		{ 4, "11.0.0.1", TC_ACT_OK },
+		{ 4, "172.16.255.1", TC_ACT_SHOT }, /* 172.16.0.0/16 */
+		{ 4, "172.17.0.1", TC_ACT_OK },
+		{ 4, "192.168.7.9", TC_ACT_SHOT },  /* 192.168.7.0/24 */
+		{ 4, "192.168.8.9", TC_ACT_OK },    /* bit set, trie says no */
+		{ 6, "2001:db8:aa::7", TC_ACT_SHOT }, /* 2001:db8:aa::/48 */
+		{ 6, "2001:db8:ab::7", TC_ACT_OK },
+		{ 6, "2a0f:1::1", TC_ACT_SHOT },    /* 2a00::/12: 16 slots */
+		{ 6, "2a10::1", TC_ACT_OK },
+		{ 4, "42.15.0.1", TC_ACT_OK },      /* 0x2a0f as IPv4: other family */
+	};
+
+	TRY(deny_v4(f, "10.0.0.0", 8, 0));
+	TRY(deny_v4(f, "172.16.0.0", 16, 0));
+	TRY(deny_v4(f, "192.168.7.0", 24, 0));
+	TRY(deny_v6(f, "2001:db8:aa::", 48));
+	TRY(deny_v6(f, "2a00::", 12));
+	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+		struct frame_spec s = { .family = probes[i].family, .src = probes[i].src,
+					.l4 = IPPROTO_UDP };
+		int got = run(f, &s);
+
+		if (got != probes[i].want)
+			fprintf(stderr, "    %s: verdict %d\n", probes[i].src, got);
+		CHECK_EQ(got, probes[i].want);
+	}
+	CHECK_EQ(counter(f, CLIENT_REASON_DENY), 5);
 	return 0;
 }
 
@@ -923,6 +1023,8 @@ static const struct {
 	CASE(allowed_source_passes),
 	CASE(deny_entry_expires_by_itself),
 	CASE(deny_applies_to_later_fragments),
+	CASE(deny_filter_gates_the_trie),
+	CASE(deny_filter_slots_by_prefix_length),
 	CASE(client_under_limit_passes),
 	CASE(client_over_limit_drops_after_burst),
 	CASE(client_refills_after_time),

@@ -172,16 +172,25 @@ static Sluice__V1__ClientCounters *client_of(Sluice__V1__NodeReport *r, const ch
 
 /* The outcome labels of sluice_proxy_decisions_total and
  * sluice_proxy_client_decisions_total, as the report's three counters. */
-static uint64_t *outcome_field(const char *outcome, uint64_t *allowed, uint64_t *rejected,
-			       uint64_t *shadow)
+/* A decisions sample by `key` (rule or client) and outcome: its name in
+ * *name and its value in the count of its outcome (allowed, rejected,
+ * shadow: c[0..2]). false for outcomes a report does not carry and for
+ * an empty name. */
+static bool outcome_sample(const struct sample *s, const char *key, const char **name,
+			   uint64_t c[3])
 {
-	if (strcmp(outcome, "allow") == 0)
-		return allowed;
-	if (strcmp(outcome, "rate_limited") == 0)
-		return rejected;
-	if (strcmp(outcome, "shadow") == 0)
-		return shadow;
-	return NULL;
+	static const char *const outcomes[3] = { "allow", "rate_limited", "shadow" };
+	const char *a = label(s, key), *b = label(s, "outcome");
+
+	if (!a || !b || !a[0])
+		return false;
+	for (unsigned i = 0; i < 3; i++)
+		if (strcmp(b, outcomes[i]) == 0) {
+			c[i] = u64(s->value);
+			*name = a;
+			return true;
+		}
+	return false;
 }
 
 static int add_u64(uint64_t **arr, size_t *n, uint64_t v)
@@ -252,45 +261,33 @@ static int take(Sluice__V1__NodeReport *r, const struct sample *s)
 	}
 	if (strcmp(s->name, "sluice_proxy_decisions_total") == 0) {
 		Sluice__V1__RuleCounters *rc;
-		uint64_t allowed = 0, rejected = 0, shadow = 0, *f;
+		uint64_t c[3] = { 0 };
 
-		a = label(s, "rule");
-		b = label(s, "outcome");
 		/* An allow or a 429 names the rate limit that decided it, a
 		 * shadow the SHADOW limit that would have refused; other
 		 * outcomes name access lists or routes, not limits. */
-		if (!a || !b || !a[0])
+		if (!outcome_sample(s, "rule", &a, c))
 			return 0;
-		f = outcome_field(b, &allowed, &rejected, &shadow);
-		if (!f)
-			return 0;
-		*f = u64(s->value);
 		rc = rule_of(r, a);
 		if (!rc)
 			return -ENOMEM;
-		rc->allowed += allowed;
-		rc->rejected += rejected;
-		rc->shadow_rejected += shadow;
+		rc->allowed += c[0];
+		rc->rejected += c[1];
+		rc->shadow_rejected += c[2];
 		return 0;
 	}
 	if (strcmp(s->name, "sluice_proxy_client_decisions_total") == 0) {
 		Sluice__V1__ClientCounters *cc;
-		uint64_t allowed = 0, rejected = 0, shadow = 0, *f;
+		uint64_t c[3] = { 0 };
 
-		a = label(s, "client");
-		b = label(s, "outcome");
-		if (!a || !b || !a[0])
+		if (!outcome_sample(s, "client", &a, c))
 			return 0;
-		f = outcome_field(b, &allowed, &rejected, &shadow);
-		if (!f)
-			return 0;
-		*f = u64(s->value);
 		cc = client_of(r, a);
 		if (!cc)
 			return -ENOMEM;
-		cc->allowed += allowed;
-		cc->rejected += rejected;
-		cc->shadow_rejected += shadow;
+		cc->allowed += c[0];
+		cc->rejected += c[1];
+		cc->shadow_rejected += c[2];
 		return 0;
 	}
 	if (strcmp(s->name, "sluice_proxy_request_duration_seconds_bucket") == 0) {

@@ -45,6 +45,17 @@
 #define PROXY_LOG_BUF_BYTES (64u * 1024)
 #define PROXY_TLS_IN_BYTES (17u * 1024)   /* one TLS record and then some */
 #define PROXY_MERGE_BODY_BYTES 4096u      /* relayed bodies up to this join the head's send */
+/* Client receives: one multishot receive per connection over a per-worker
+ * ring of provided buffers (count a power of two; SLUICE_PROXY_RECV_BUFS
+ * overrides it, 0 = single-shot receives only). Bytes are copied out of a
+ * buffer at once, so a buffer is held only while its completion is handled. */
+#define PROXY_PBUF_COUNT 256u
+#define PROXY_PBUF_BYTES 4096u
+#define PROXY_PBUF_GROUP 0
+/* Bytes received while the connection does not want them (a response under
+ * way) wait in proxy_conn.pend; past this the multishot receive is
+ * cancelled, so the socket's buffer and TCP push back as before. */
+#define PROXY_PEND_MAX (2u * PROXY_PBUF_BYTES)
 
 /* One labelled counter table per worker: (label, code) -> count. Owned by
  * its worker, lives until proxy_free; the worker is the only writer, a
@@ -68,6 +79,7 @@ void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t label_le
 enum proxy_op_kind {
 	OP_ACCEPT = 1,
 	OP_CRECV,
+	OP_CRECV_MS,     /* the multishot receive of a client connection */
 	OP_CSEND,
 	OP_SPLICE_IN,
 	OP_SPLICE_OUT,
@@ -178,6 +190,18 @@ struct proxy_conn {
 	bool closing;
 	bool recv_pending, send_pending, splice_pending;
 	struct proxy_op op_recv, op_send, op_splice;
+	/* Multishot receive (worker.c, "receiving"): ms_armed while it is in
+	 * flight (one unit of inflight until its last completion), ms_cancel
+	 * once its cancel is sent; want = the state machine waits for bytes
+	 * (what a pending single-shot receive means); ms_off = the next
+	 * receive is a single shot (the buffer ring ran dry). pend holds
+	 * bytes that arrived unwanted, [pend_off, pend.len) unread; peer_eof
+	 * (or peer_err) is acted on once pend is used up. */
+	bool ms_armed, ms_cancel, ms_off, want, peer_eof;
+	int peer_err;
+	struct proxy_op op_mrecv;
+	struct proxy_buf pend;
+	size_t pend_off;
 
 	struct cidr_addr peer;
 	char peer_str[48];
@@ -297,6 +321,13 @@ struct proxy_worker {
 	 * unique in the process, so the workers' tables never disagree);
 	 * n_fixed slots, 0 when the kernel refused the table. */
 	unsigned n_fixed;
+	/* Provided buffers of the client multishot receives: pbuf_n buffers
+	 * of PROXY_PBUF_BYTES at pbuf_mem, ring pbr (group PROXY_PBUF_GROUP);
+	 * pbuf_n == 0 when not set up (single-shot receives). */
+	struct io_uring_buf_ring *pbr;
+	char *pbuf_mem;
+	unsigned pbuf_n;
+	uint64_t pbuf_nobufs;                  /* multishot receives that ran dry (debug) */
 
 	struct proxy_conn *conns;              /* all live client connections */
 	unsigned n_conns;

@@ -86,6 +86,7 @@ enum proxy_op_kind {
 	OP_UCONNECT,
 	OP_USEND,
 	OP_URECV,
+	OP_URECV_MS,     /* the multishot receive of an upstream connection */
 	OP_LOGWRITE,
 };
 struct proxy_op {
@@ -286,6 +287,14 @@ struct proxy_upconn {
 	bool connect_pending, send_pending, recv_pending;
 	struct proxy_op op_connect, op_send, op_recv;
 	uint64_t idle_since_ns;
+	/* Multishot receive, as in proxy_conn (upstream.c, urecv): used while
+	 * idle and while waiting for a response head; peer_end/peer_res hold
+	 * an EOF or error until pend is used up. */
+	bool ms_armed, ms_cancel, ms_off, want, peer_end;
+	int peer_res;
+	struct proxy_op op_mrecv;
+	struct proxy_buf pend;
+	size_t pend_off;
 
 	char *rbuf;
 	size_t rlen;
@@ -406,6 +415,12 @@ void proxy_cancel(struct proxy_worker *w, struct proxy_op *op); /* no-op once th
  * must run before close(fd) of a registered socket: the table holds a
  * reference that would otherwise keep the connection open. */
 bool proxy_fixed_add(struct proxy_worker *w, int fd);
+/* Returns provided buffer bid to the worker's receive ring. */
+void proxy_pbuf_give_back(struct proxy_worker *w, unsigned bid);
+static inline char *proxy_pbuf(struct proxy_worker *w, unsigned bid)
+{
+	return w->pbuf_mem + (size_t)bid * PROXY_PBUF_BYTES;
+}
 void proxy_fixed_del(struct proxy_worker *w, int fd);
 static inline void proxy_sqe_fixed(struct io_uring_sqe *sqe, bool fixed)
 {
@@ -436,7 +451,7 @@ void proxy_up_start(struct proxy_conn *c, const struct http_request *req, size_t
 void proxy_up_begin(struct proxy_conn *c);            /* after 100 Continue */
 void proxy_up_body_more(struct proxy_conn *c);        /* client body bytes arrived */
 void proxy_up_relay_sent(struct proxy_conn *c);       /* client send of a piece completed */
-void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res);
+void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res, uint32_t flags);
 void proxy_up_detach(struct proxy_conn *c, bool reusable); /* c done with its upconn */
 void proxy_up_timeout(struct proxy_conn *c, enum proxy_deadline k);
 void proxy_up_tick(struct proxy_worker *w, uint64_t now_ns);

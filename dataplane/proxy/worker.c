@@ -434,7 +434,7 @@ static void arm_mrecv(struct proxy_conn *c)
 	c->inflight++;
 }
 
-static void pbuf_give_back(struct proxy_worker *w, unsigned bid)
+void proxy_pbuf_give_back(struct proxy_worker *w, unsigned bid)
 {
 	io_uring_buf_ring_add(w->pbr, w->pbuf_mem + (size_t)bid * PROXY_PBUF_BYTES,
 			      PROXY_PBUF_BYTES, (unsigned short)bid,
@@ -577,8 +577,8 @@ static void on_mrecv(struct proxy_conn *c, int res, uint32_t flags)
 
 		/* Copied out (or dropped) before the buffer goes back. */
 		if (res > 0 && !c->closing)
-			absorb(c, w->pbuf_mem + (size_t)bid * PROXY_PBUF_BYTES, (size_t)res);
-		pbuf_give_back(w, bid);
+			absorb(c, proxy_pbuf(w, bid), (size_t)res);
+		proxy_pbuf_give_back(w, bid);
 	}
 	if (c->closing)
 		return;
@@ -1623,7 +1623,8 @@ static void dispatch(struct proxy_worker *w, uint64_t data, int res, uint32_t fl
 	case OP_UCONNECT:
 	case OP_USEND:
 	case OP_URECV:
-		proxy_up_cqe(op->owner, op->kind, res);
+	case OP_URECV_MS:
+		proxy_up_cqe(op->owner, op->kind, res, flags);
 		return;
 	default:
 		break;

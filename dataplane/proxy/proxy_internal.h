@@ -56,10 +56,6 @@
  * way) wait in proxy_conn.pend; past this the multishot receive is
  * cancelled, so the socket's buffer and TCP push back as before. */
 #define PROXY_PEND_MAX (2u * PROXY_PBUF_BYTES)
-/* Batched waits: how long a busy worker waits for a batch of completions
- * at most (SLUICE_PROXY_MIN_WAIT_US overrides it, 0 = off). */
-#define PROXY_MIN_WAIT_US 0u
-#define PROXY_FEAT_MIN_TIMEOUT (1u << 15) /* IORING_FEAT_MIN_TIMEOUT, Linux 6.12 */
 
 /* One labelled counter table per worker: (label, code) -> count. Owned by
  * its worker, lives until proxy_free; the worker is the only writer, a
@@ -341,11 +337,6 @@ struct proxy_worker {
 	char *pbuf_mem;
 	unsigned pbuf_n;
 	uint64_t pbuf_nobufs;                  /* multishot receives that ran dry (debug) */
-	/* Batched waits (worker.c, wait_batch): min_wait_us > 0 when the
-	 * kernel has IORING_FEAT_MIN_TIMEOUT; last_batch = completions the
-	 * previous wake-up found. */
-	unsigned min_wait_us, last_batch;
-	bool ring_fd_reg;
 
 	struct proxy_conn *conns;              /* all live client connections */
 	unsigned n_conns;

@@ -1751,45 +1751,6 @@ static void pbuf_init(struct proxy_worker *w)
 	io_uring_buf_ring_advance(w->pbr, (int)n);
 }
 
-/* Waits for completions while submitting what is queued. A busy worker
- * (the last wake-up found several completions) asks for as many again but
- * for at most min_wait_us, then takes whatever is there (Linux 6.12's
- * min_wait_usec, in the field liburing 2.3 still calls pad): with
- * DEFER_TASKRUN the kernel then wakes the thread once per batch instead
- * of once per completion. An idle one waits for one, as before, so a
- * lone request is not delayed. liburing 2.3 has no call for it: the
- * queued SQEs are published as io_uring_submit would. */
-static void wait_cqes(struct proxy_worker *w, struct __kernel_timespec *ts)
-{
-	struct io_uring_sq *sq = &w->ring.sq;
-	struct io_uring_getevents_arg arg;
-	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
-	unsigned tail = sq->sqe_tail, nr = w->last_batch;
-	int fd = w->ring.ring_fd;
-
-	if (!w->min_wait_us || nr < 2) {
-		struct io_uring_cqe *cqe;
-
-		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, ts, NULL);
-		return;
-	}
-	if (nr > 32)
-		nr = 32;
-	if (sq->sqe_head != tail) {
-		sq->sqe_head = tail;
-		io_uring_smp_store_release(sq->ktail, tail);
-	}
-	memset(&arg, 0, sizeof(arg));
-	arg.ts = (uint64_t)(uintptr_t)ts;
-	arg.pad = w->min_wait_us;
-	if (w->ring_fd_reg) {
-		fd = w->ring.enter_ring_fd;
-		flags |= IORING_ENTER_REGISTERED_RING;
-	}
-	io_uring_enter2((unsigned)fd, tail - io_uring_smp_load_acquire(sq->khead), nr, flags,
-			(sigset_t *)&arg, sizeof(arg));
-}
-
 static int worker_init(struct proxy_worker *w)
 {
 	struct io_uring_params params;
@@ -1810,16 +1771,7 @@ static int worker_init(struct proxy_worker *w)
 	 * plain fd works the same. */
 	if (io_uring_register_ring_fd(&w->ring) < 0)
 		log_debug("Ring fd not registered, using the plain fd", "worker=%u", w->idx);
-	else
-		w->ring_fd_reg = true;
 	w->ring_ok = true;
-	if (params.features & PROXY_FEAT_MIN_TIMEOUT) {
-		const char *env = getenv("SLUICE_PROXY_MIN_WAIT_US");
-
-		w->min_wait_us = env && *env ? (unsigned)strtoul(env, NULL, 10) : PROXY_MIN_WAIT_US;
-		if (w->min_wait_us > 1000)
-			w->min_wait_us = 1000;
-	}
 	/* A sparse file table as large as the fd limit allows (capped: 8
 	 * bytes a slot), so that a socket's fd can be its slot. Refused
 	 * (old kernel, memory): every socket uses its plain fd. */
@@ -1878,14 +1830,15 @@ void *proxy_worker_main(void *arg)
 
 	for (;;) {
 		struct __kernel_timespec ts;
+		struct io_uring_cqe *cqe;
 		uint64_t now = w->now_ns;
 		uint64_t wait = w->next_tick_ns > now ? w->next_tick_ns - now : 0;
 		unsigned n;
 
 		ts.tv_sec = (long long)(wait / 1000000000ull);
 		ts.tv_nsec = (long long)(wait % 1000000000ull);
-		wait_cqes(w, &ts);
-		w->last_batch = 0;
+		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		(void)r;
 		while ((n = io_uring_peek_batch_cqe(&w->ring, cqes, 64)) > 0) {
 			struct { uint64_t data; int res; uint32_t flags; } batch[64];
 
@@ -1896,7 +1849,6 @@ void *proxy_worker_main(void *arg)
 				batch[i].flags = cqes[i]->flags;
 			}
 			io_uring_cq_advance(&w->ring, n);
-			w->last_batch += n;
 			for (unsigned i = 0; i < n; i++)
 				dispatch(w, batch[i].data, batch[i].res, batch[i].flags);
 			reap(w);

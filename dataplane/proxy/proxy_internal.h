@@ -45,6 +45,17 @@
 #define PROXY_LOG_BUF_BYTES (64u * 1024)
 #define PROXY_TLS_IN_BYTES (17u * 1024)   /* one TLS record and then some */
 #define PROXY_MERGE_BODY_BYTES 4096u      /* relayed bodies up to this join the head's send */
+/* Client receives: one multishot receive per connection over a per-worker
+ * ring of provided buffers (count a power of two; SLUICE_PROXY_RECV_BUFS
+ * overrides it, 0 = single-shot receives only). Bytes are copied out of a
+ * buffer at once, so a buffer is held only while its completion is handled. */
+#define PROXY_PBUF_COUNT 256u
+#define PROXY_PBUF_BYTES 4096u
+#define PROXY_PBUF_GROUP 0
+/* Bytes received while the connection does not want them (a response under
+ * way) wait in proxy_conn.pend; past this the multishot receive is
+ * cancelled, so the socket's buffer and TCP push back as before. */
+#define PROXY_PEND_MAX (2u * PROXY_PBUF_BYTES)
 
 /* One labelled counter table per worker: (label, code) -> count. Owned by
  * its worker, lives until proxy_free; the worker is the only writer, a
@@ -137,12 +148,14 @@ static inline void proxy_ctable_count(struct proxy_ctable *t, uint64_t key_hash,
 enum proxy_op_kind {
 	OP_ACCEPT = 1,
 	OP_CRECV,
+	OP_CRECV_MS,     /* the multishot receive of a client connection */
 	OP_CSEND,
 	OP_SPLICE_IN,
 	OP_SPLICE_OUT,
 	OP_UCONNECT,
 	OP_USEND,
 	OP_URECV,
+	OP_URECV_MS,     /* the multishot receive of an upstream connection */
 	OP_LOGWRITE,
 };
 struct proxy_op {
@@ -247,6 +260,18 @@ struct proxy_conn {
 	bool closing;
 	bool recv_pending, send_pending, splice_pending;
 	struct proxy_op op_recv, op_send, op_splice;
+	/* Multishot receive (worker.c, "receiving"): ms_armed while it is in
+	 * flight (one unit of inflight until its last completion), ms_cancel
+	 * once its cancel is sent; want = the state machine waits for bytes
+	 * (what a pending single-shot receive means); ms_off = the next
+	 * receive is a single shot (the buffer ring ran dry). pend holds
+	 * bytes that arrived unwanted, [pend_off, pend.len) unread; peer_eof
+	 * (or peer_err) is acted on once pend is used up. */
+	bool ms_armed, ms_cancel, ms_off, want, peer_eof;
+	int peer_err;
+	struct proxy_op op_mrecv;
+	struct proxy_buf pend;
+	size_t pend_off;
 
 	struct cidr_addr peer;
 	char peer_str[48];
@@ -331,6 +356,14 @@ struct proxy_upconn {
 	bool connect_pending, send_pending, recv_pending;
 	struct proxy_op op_connect, op_send, op_recv;
 	uint64_t idle_since_ns;
+	/* Multishot receive, as in proxy_conn (upstream.c, urecv): used while
+	 * idle and while waiting for a response head; peer_end/peer_res hold
+	 * an EOF or error until pend is used up. */
+	bool ms_armed, ms_cancel, ms_off, want, peer_end;
+	int peer_res;
+	struct proxy_op op_mrecv;
+	struct proxy_buf pend;
+	size_t pend_off;
 
 	char *rbuf;
 	size_t rlen;
@@ -366,6 +399,13 @@ struct proxy_worker {
 	 * unique in the process, so the workers' tables never disagree);
 	 * n_fixed slots, 0 when the kernel refused the table. */
 	unsigned n_fixed;
+	/* Provided buffers of the client multishot receives: pbuf_n buffers
+	 * of PROXY_PBUF_BYTES at pbuf_mem, ring pbr (group PROXY_PBUF_GROUP);
+	 * pbuf_n == 0 when not set up (single-shot receives). */
+	struct io_uring_buf_ring *pbr;
+	char *pbuf_mem;
+	unsigned pbuf_n;
+	uint64_t pbuf_nobufs;                  /* multishot receives that ran dry (debug) */
 
 	struct proxy_conn *conns;              /* all live client connections */
 	unsigned n_conns;
@@ -445,6 +485,12 @@ void proxy_cancel(struct proxy_worker *w, struct proxy_op *op); /* no-op once th
  * must run before close(fd) of a registered socket: the table holds a
  * reference that would otherwise keep the connection open. */
 bool proxy_fixed_add(struct proxy_worker *w, int fd);
+/* Returns provided buffer bid to the worker's receive ring. */
+void proxy_pbuf_give_back(struct proxy_worker *w, unsigned bid);
+static inline char *proxy_pbuf(struct proxy_worker *w, unsigned bid)
+{
+	return w->pbuf_mem + (size_t)bid * PROXY_PBUF_BYTES;
+}
 void proxy_fixed_del(struct proxy_worker *w, int fd);
 static inline void proxy_sqe_fixed(struct io_uring_sqe *sqe, bool fixed)
 {
@@ -475,7 +521,7 @@ void proxy_up_start(struct proxy_conn *c, const struct http_request *req, size_t
 void proxy_up_begin(struct proxy_conn *c);            /* after 100 Continue */
 void proxy_up_body_more(struct proxy_conn *c);        /* client body bytes arrived */
 void proxy_up_relay_sent(struct proxy_conn *c);       /* client send of a piece completed */
-void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res);
+void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res, uint32_t flags);
 void proxy_up_detach(struct proxy_conn *c, bool reusable); /* c done with its upconn */
 void proxy_up_timeout(struct proxy_conn *c, enum proxy_deadline k);
 void proxy_up_tick(struct proxy_worker *w, uint64_t now_ns);

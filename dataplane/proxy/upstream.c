@@ -205,6 +205,7 @@ static void upconn_maybe_free(struct proxy_upconn *u)
 		u->all_next->all_prev = u->all_prev;
 	free(u->rbuf);
 	u->rbuf = NULL;
+	proxy_buf_free(&u->pend);
 	u->next = w->dead_ups;
 	w->dead_ups = u;
 }
@@ -233,16 +234,27 @@ static void upconn_close(struct proxy_upconn *u)
 		proxy_cancel(u->w, &u->op_send);
 	if (u->recv_pending)
 		proxy_cancel(u->w, &u->op_recv);
+	if (u->ms_armed && !u->ms_cancel) {
+		u->ms_cancel = true;
+		proxy_cancel(u->w, &u->op_mrecv);
+	}
+	u->want = false;
 	upconn_maybe_free(u);
 }
 
-static void urecv(struct proxy_upconn *u)
-{
-	struct io_uring_sqe *sqe;
+static void on_recv(struct proxy_upconn *u, int res);
 
-	if (u->recv_pending || u->closing)
-		return;
-	sqe = proxy_get_sqe(u->w);
+/* Receiving works as for client connections (worker.c, "receiving"): one
+ * multishot receive over the worker's provided buffers while the
+ * connection is idle in its pool or waits for a response head (the
+ * request/response turn of a keep-alive connection then needs no receive
+ * submitted and no poll armed), bytes copied into rbuf when wanted, else
+ * kept in pend (past PROXY_PEND_MAX the receive is cancelled); a response
+ * body is read with single shots into rbuf, as large as it takes. */
+static void arm_urecv(struct proxy_upconn *u)
+{
+	struct io_uring_sqe *sqe = proxy_get_sqe(u->w);
+
 	io_uring_prep_recv(sqe, u->fd, u->rbuf + u->rlen, PROXY_UP_BUF_BYTES - u->rlen, 0);
 	proxy_sqe_fixed(sqe, u->fixed);
 	/* Armed right after a request went out or when the connection goes
@@ -251,6 +263,127 @@ static void urecv(struct proxy_upconn *u)
 	io_uring_sqe_set_data(sqe, &u->op_recv);
 	u->recv_pending = true;
 	u->inflight++;
+}
+
+static void arm_umrecv(struct proxy_upconn *u)
+{
+	struct io_uring_sqe *sqe = proxy_get_sqe(u->w);
+
+	io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = PROXY_PBUF_GROUP;
+	proxy_sqe_fixed(sqe, u->fixed);
+	io_uring_sqe_set_data(sqe, &u->op_mrecv);
+	u->ms_armed = true;
+	u->inflight++;
+}
+
+/* Wants bytes at rbuf + rlen: from pend, a remembered EOF/error, or a
+ * receive. May deliver (on_recv) before it returns. */
+static void urecv(struct proxy_upconn *u)
+{
+	size_t avail = u->pend.len - u->pend_off, room = PROXY_UP_BUF_BYTES - u->rlen;
+
+	if (u->recv_pending || u->want || u->closing)
+		return;
+	if (avail) {
+		size_t n = avail < room ? avail : room;
+
+		if (n == 0)
+			return; /* never: a full rbuf is a 502 before any receive */
+
+		memcpy(u->rbuf + u->rlen, u->pend.p + u->pend_off, n);
+		u->pend_off += n;
+		if (u->pend_off == u->pend.len)
+			u->pend_off = u->pend.len = 0;
+		on_recv(u, (int)n);
+		return;
+	}
+	if (u->peer_end) {
+		u->peer_end = false;
+		on_recv(u, u->peer_res);
+		return;
+	}
+	if (u->ms_armed) {
+		u->want = true;
+		return;
+	}
+	if (u->w->pbuf_n && !u->ms_off && (!u->c || !u->head_done)) {
+		arm_umrecv(u);
+		u->want = true;
+		return;
+	}
+	arm_urecv(u);
+}
+
+static void upend_add(struct proxy_upconn *u, const char *data, size_t n)
+{
+	proxy_buf_add(&u->pend, data, n);
+	if (PROXY_BUF_FAILED(&u->pend)) {
+		/* Lost bytes: the connection cannot go on. */
+		u->pend.len = u->pend_off = 0;
+		u->peer_end = true;
+		u->peer_res = -ENOMEM;
+		if (u->ms_armed && !u->ms_cancel) {
+			u->ms_cancel = true;
+			proxy_cancel(u->w, &u->op_mrecv);
+		}
+		return;
+	}
+	if (u->pend.len - u->pend_off >= PROXY_PEND_MAX && u->ms_armed && !u->ms_cancel) {
+		u->ms_cancel = true;
+		proxy_cancel(u->w, &u->op_mrecv);
+	}
+}
+
+static void on_umrecv(struct proxy_upconn *u, int res, uint32_t flags)
+{
+	struct proxy_worker *w = u->w;
+	bool last = !(flags & IORING_CQE_F_MORE);
+
+	if (last) {
+		u->ms_armed = false;
+		u->ms_cancel = false;
+		u->inflight--;
+	}
+	if (flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+		const char *data = proxy_pbuf(w, bid);
+		size_t n = res > 0 ? (size_t)res : 0, room = PROXY_UP_BUF_BYTES - u->rlen;
+
+		if (n && !u->closing && u->peer_end)
+			n = 0; /* after a failure nothing more counts */
+		if (n && !u->closing) {
+			if (u->want && u->pend.len == u->pend_off && room) {
+				size_t k = n < room ? n : room;
+
+				memcpy(u->rbuf + u->rlen, data, k);
+				u->want = false;
+				if (k < n)
+					upend_add(u, data + k, n - k);
+				proxy_pbuf_give_back(w, bid);
+				on_recv(u, (int)k);
+				goto after;
+			}
+			upend_add(u, data, n);
+		}
+		proxy_pbuf_give_back(w, bid);
+	}
+after:
+	if (u->closing) {
+		upconn_maybe_free(u);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		u->ms_off = true;
+	} else if (res == 0 || (res < 0 && res != -ECANCELED)) {
+		u->peer_end = true;
+		u->peer_res = res;
+	}
+	if (last && u->want) {
+		u->want = false;
+		urecv(u);
+	}
 }
 
 static void usend(struct proxy_upconn *u)
@@ -549,6 +682,7 @@ static void connect_new(struct proxy_conn *c)
 	u->op_connect = (struct proxy_op){ OP_UCONNECT, u };
 	u->op_send = (struct proxy_op){ OP_USEND, u };
 	u->op_recv = (struct proxy_op){ OP_URECV, u };
+	u->op_mrecv = (struct proxy_op){ OP_URECV_MS, u };
 	u->all_next = w->upconns;
 	if (w->upconns)
 		w->upconns->all_prev = u;
@@ -1092,10 +1226,14 @@ static void on_recv(struct proxy_upconn *u, int res)
 	relay(c, 0);
 }
 
-void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res)
+void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res, uint32_t flags)
 {
 	struct proxy_conn *c;
 
+	if (kind == OP_URECV_MS) {
+		on_umrecv(u, res, flags);
+		return;
+	}
 	u->inflight--;
 	switch (kind) {
 	case OP_UCONNECT:
@@ -1106,6 +1244,8 @@ void proxy_up_cqe(struct proxy_upconn *u, uint8_t kind, int res)
 		break;
 	default:
 		u->recv_pending = false;
+		/* The next receive may try the multishot again. */
+		u->ms_off = false;
 		break;
 	}
 	if (u->closing) {

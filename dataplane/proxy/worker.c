@@ -225,6 +225,7 @@ static void conn_maybe_free(struct proxy_conn *c)
 	atomic_fetch_sub_explicit(&w->p->conns_open, 1, memory_order_relaxed);
 	proxy_buf_free(&c->wbuf);
 	proxy_buf_free(&c->uhead);
+	proxy_buf_free(&c->pend);
 	free(c->rbuf);
 	c->rbuf = NULL;
 	/* Freed by reap(): callers up the stack may still look at it. */
@@ -257,6 +258,14 @@ static void conn_close(struct proxy_conn *c)
 	shutdown(c->fd, SHUT_RDWR);
 	if (c->recv_pending)
 		proxy_cancel(w, &c->op_recv);
+	/* A multishot receive ends with its last completion (F_MORE clear),
+	 * which the cancel (or the shutdown's EOF) brings; until then the
+	 * connection stays allocated. */
+	if (c->ms_armed && !c->ms_cancel) {
+		c->ms_cancel = true;
+		proxy_cancel(w, &c->op_mrecv);
+	}
+	c->want = false;
 	if (c->send_pending)
 		proxy_cancel(w, &c->op_send);
 	if (c->splice_pending)
@@ -303,6 +312,7 @@ static void conn_linger(struct proxy_conn *c)
 
 static void deliver(struct proxy_conn *c);
 static void tls_pump_send(struct proxy_conn *c);
+static void recv_more(struct proxy_conn *c);
 
 /* Feeds buffered ciphertext, advances the handshake and decrypts into
  * rbuf. Returns the plaintext bytes added, or -1 once the connection was
@@ -367,6 +377,29 @@ static ssize_t tls_process(struct proxy_conn *c)
 	return c->closing ? -1 : produced;
 }
 
+/* ---- receiving ----
+ *
+ * The state machine asks for bytes with proxy_conn_recv and gets them in
+ * deliver(); between the two it must not find new bytes in rbuf (an
+ * upstream send may point into it). Two ways to get them:
+ *
+ * - Multishot (the default for request heads): one receive per connection
+ *   stays armed over the worker's provided buffer ring; it is not
+ *   re-submitted per request, and the kernel keeps its poll armed (no
+ *   apoll arm per request). A completion's bytes are copied at once into
+ *   rbuf (or tls_in) when the connection wants them, else appended to
+ *   c->pend, and the buffer goes straight back to the ring. Pipelined
+ *   bytes thus wait in pend instead of the socket; past PROXY_PEND_MAX the
+ *   receive is cancelled, so a client that sends without reading meets
+ *   TCP's back-pressure as before. EOF or an error is remembered and acted
+ *   on once pend is used up (as a single-shot receive would see it only
+ *   after the bytes before it).
+ * - Single shot into rbuf (tls_in): when the ring ran dry (ENOBUFS ends
+ *   the multishot; the next receive is a single shot, the one after tries
+ *   the multishot again), for request bodies (streamed in rbuf-sized
+ *   pieces), or when the kernel refused the ring.
+ */
+
 static void arm_recv(struct proxy_conn *c)
 {
 	struct io_uring_sqe *sqe = proxy_get_sqe(c->w);
@@ -388,11 +421,184 @@ static void arm_recv(struct proxy_conn *c)
 	c->inflight++;
 }
 
+static void arm_mrecv(struct proxy_conn *c)
+{
+	struct io_uring_sqe *sqe = proxy_get_sqe(c->w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = PROXY_PBUF_GROUP;
+	proxy_sqe_fixed(sqe, c->fixed);
+	io_uring_sqe_set_data(sqe, &c->op_mrecv);
+	c->ms_armed = true;
+	c->inflight++;
+}
+
+void proxy_pbuf_give_back(struct proxy_worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->pbr, w->pbuf_mem + (size_t)bid * PROXY_PBUF_BYTES,
+			      PROXY_PBUF_BYTES, (unsigned short)bid,
+			      io_uring_buf_ring_mask(w->pbuf_n), 0);
+	io_uring_buf_ring_advance(w->pbr, 1);
+}
+
+/* Bytes just placed: rbuf[rlen, rlen + n) in plaintext, tls_in[0, n) in
+ * TLS. */
+static void got_bytes(struct proxy_conn *c, size_t n)
+{
+	ssize_t k;
+
+	if (!c->tls) {
+		c->rlen += n;
+		deliver(c);
+		return;
+	}
+	c->tls_in_off = 0;
+	c->tls_in_len = n;
+	k = tls_process(c);
+	if (k < 0)
+		return;
+	if (k > 0 || c->lingering) {
+		c->want_read = false;
+		deliver(c);
+		return;
+	}
+	if (c->tls_peer_closed) {
+		conn_close(c);
+		return;
+	}
+	/* Handshake bytes, or a partial record: read on. */
+	if (c->tls_in_off >= c->tls_in_len)
+		recv_more(c);
+}
+
+/* Where the next bytes go, and how many fit. */
+static char *recv_dst(struct proxy_conn *c, size_t *room)
+{
+	if (c->tls) {
+		*room = PROXY_TLS_IN_BYTES;
+		return c->tls_in;
+	}
+	*room = c->rcap - c->rlen;
+	return c->rbuf + c->rlen;
+}
+
+/* The connection wants bytes (rbuf, or an empty tls_in): from pend, else
+ * from a receive. */
+static void recv_more(struct proxy_conn *c)
+{
+	struct proxy_worker *w = c->w;
+	size_t avail = c->pend.len - c->pend_off, room, n;
+	char *dst;
+
+	if (c->closing || c->recv_pending)
+		return;
+	if (avail) {
+		dst = recv_dst(c, &room);
+		n = avail < room ? avail : room;
+		if (n == 0)
+			return; /* never: a full rbuf is answered (431) or compacted first */
+		memcpy(dst, c->pend.p + c->pend_off, n);
+		c->pend_off += n;
+		if (c->pend_off == c->pend.len)
+			c->pend_off = c->pend.len = 0;
+		c->want = false;
+		got_bytes(c, n);
+		return;
+	}
+	if (c->peer_eof) {
+		conn_close(c);
+		return;
+	}
+	if (c->ms_armed) {
+		/* Running, or ending after a cancel: its last completion
+		 * comes back here. */
+		c->want = true;
+		return;
+	}
+	if (w->pbuf_n && !c->ms_off && (c->phase == PH_HEAD || c->lingering)) {
+		arm_mrecv(c);
+		c->want = true;
+		return;
+	}
+	c->want = false;
+	arm_recv(c);
+}
+
+static void pend_add(struct proxy_conn *c, const char *data, size_t n)
+{
+	proxy_buf_add(&c->pend, data, n);
+	if (PROXY_BUF_FAILED(&c->pend)) {
+		conn_close(c);
+		return;
+	}
+	if (c->pend.len - c->pend_off >= PROXY_PEND_MAX && c->ms_armed && !c->ms_cancel) {
+		c->ms_cancel = true;
+		proxy_cancel(c->w, &c->op_mrecv);
+	}
+}
+
+static void absorb(struct proxy_conn *c, const char *data, size_t n)
+{
+	size_t room, k;
+	char *dst;
+
+	if (!c->want || c->pend.len != c->pend_off) {
+		pend_add(c, data, n);
+		return;
+	}
+	dst = recv_dst(c, &room);
+	k = n < room ? n : room;
+	if (k == 0) {
+		pend_add(c, data, n);
+		return;
+	}
+	memcpy(dst, data, k);
+	c->want = false;
+	/* The rest first: deliver() may ask for more at once. */
+	if (k < n)
+		pend_add(c, data + k, n - k);
+	if (!c->closing)
+		got_bytes(c, k);
+}
+
+static void on_mrecv(struct proxy_conn *c, int res, uint32_t flags)
+{
+	struct proxy_worker *w = c->w;
+	bool last = !(flags & IORING_CQE_F_MORE);
+
+	if (last) {
+		c->ms_armed = false;
+		c->ms_cancel = false;
+		c->inflight--;
+	}
+	if (flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+
+		/* Copied out (or dropped) before the buffer goes back. */
+		if (res > 0 && !c->closing)
+			absorb(c, proxy_pbuf(w, bid), (size_t)res);
+		proxy_pbuf_give_back(w, bid);
+	}
+	if (c->closing)
+		return;
+	if (res == -ENOBUFS) {
+		c->ms_off = true;
+		w->pbuf_nobufs++;
+	} else if (res == 0 || (res < 0 && res != -ECANCELED)) {
+		c->peer_eof = true;
+	}
+	if (last && c->want) {
+		c->want = false;
+		recv_more(c);
+	}
+}
+
 void proxy_conn_recv(struct proxy_conn *c)
 {
 	ssize_t n;
 
-	if (c->recv_pending || c->closing)
+	if (c->recv_pending || c->want || c->closing)
 		return;
 	if (c->rlen == c->rcap && c->rpos > 0) {
 		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
@@ -402,7 +608,7 @@ void proxy_conn_recv(struct proxy_conn *c)
 		c->rpos = 0;
 	}
 	if (!c->tls) {
-		arm_recv(c);
+		recv_more(c);
 		return;
 	}
 	/* Plaintext may already sit in the engine, ciphertext in tls_in. */
@@ -420,7 +626,7 @@ void proxy_conn_recv(struct proxy_conn *c)
 		return;
 	}
 	if (c->tls_in_off >= c->tls_in_len)
-		arm_recv(c);
+		recv_more(c);
 }
 
 void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next)
@@ -1147,8 +1353,6 @@ static void deliver(struct proxy_conn *c)
 
 static void on_crecv(struct proxy_conn *c, int res)
 {
-	ssize_t n;
-
 	c->recv_pending = false;
 	c->inflight--;
 	if (c->closing)
@@ -1157,28 +1361,10 @@ static void on_crecv(struct proxy_conn *c, int res)
 		conn_close(c);
 		return;
 	}
-	if (!c->tls) {
-		c->rlen += (size_t)res;
-		deliver(c);
-		return;
-	}
-	c->tls_in_off = 0;
-	c->tls_in_len = (size_t)res;
-	n = tls_process(c);
-	if (n < 0)
-		return;
-	if (n > 0 || c->lingering) {
-		c->want_read = false;
-		deliver(c);
-		return;
-	}
-	if (c->tls_peer_closed) {
-		conn_close(c);
-		return;
-	}
-	/* Handshake bytes, or a partial record: read on. */
-	if (c->tls_in_off >= c->tls_in_len)
-		arm_recv(c);
+	/* A single shot after the ring ran dry: the next one tries the
+	 * multishot again. */
+	c->ms_off = false;
+	got_bytes(c, (size_t)res);
 }
 
 static void iov_advance(struct proxy_conn *c, size_t n)
@@ -1292,12 +1478,14 @@ static void on_timeout(struct proxy_conn *c, enum proxy_deadline k)
 	case DL_HEADER:
 		if (c->recv_pending)
 			proxy_cancel(c->w, &c->op_recv);
+		c->want = false; /* later bytes wait in pend */
 		c->body_mode = BODY_NONE;
 		proxy_conn_respond(c, 408, NULL, true);
 		break;
 	case DL_BODY:
 		if (c->recv_pending)
 			proxy_cancel(c->w, &c->op_recv);
+		c->want = false;
 		if (c->up)
 			proxy_up_detach(c, false);
 		if (c->resp_started) {
@@ -1398,6 +1586,7 @@ static void on_accept(struct proxy_worker *w, unsigned which, int res, uint32_t 
 	c->file_fd = -1;
 	c->pipe_fd[0] = c->pipe_fd[1] = -1;
 	c->op_recv = (struct proxy_op){ OP_CRECV, c };
+	c->op_mrecv = (struct proxy_op){ OP_CRECV_MS, c };
 	c->op_send = (struct proxy_op){ OP_CSEND, c };
 	c->op_splice = (struct proxy_op){ OP_SPLICE_IN, c };
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1443,7 +1632,8 @@ static void dispatch(struct proxy_worker *w, uint64_t data, int res, uint32_t fl
 	case OP_UCONNECT:
 	case OP_USEND:
 	case OP_URECV:
-		proxy_up_cqe(op->owner, op->kind, res);
+	case OP_URECV_MS:
+		proxy_up_cqe(op->owner, op->kind, res, flags);
 		return;
 	default:
 		break;
@@ -1452,6 +1642,9 @@ static void dispatch(struct proxy_worker *w, uint64_t data, int res, uint32_t fl
 	switch (op->kind) {
 	case OP_CRECV:
 		on_crecv(c, res);
+		break;
+	case OP_CRECV_MS:
+		on_mrecv(c, res, flags);
 		break;
 	case OP_CSEND:
 		on_csend(c, res);
@@ -1521,6 +1714,52 @@ static void tick(struct proxy_worker *w, uint64_t now)
 	log_flush(w);
 }
 
+/* The provided buffer ring of the client multishot receives. Without it
+ * (old kernel, no memory, SLUICE_PROXY_RECV_BUFS=0) every receive is a
+ * single shot, as before. */
+static void pbuf_init(struct proxy_worker *w)
+{
+	const char *env = getenv("SLUICE_PROXY_RECV_BUFS");
+	unsigned n = PROXY_PBUF_COUNT;
+	struct io_uring_buf_reg reg;
+	void *ring = NULL;
+	int r;
+
+	if (env && *env) {
+		unsigned long v = strtoul(env, NULL, 10);
+
+		/* A power of two up to 32768 (the ring's limit), else off. */
+		n = v && v <= 32768 && !(v & (v - 1)) ? (unsigned)v : 0;
+	}
+	if (n == 0)
+		return;
+	if (posix_memalign(&ring, 4096, n * sizeof(struct io_uring_buf)) != 0)
+		return;
+	memset(ring, 0, n * sizeof(struct io_uring_buf));
+	w->pbuf_mem = malloc((size_t)n * PROXY_PBUF_BYTES);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)ring;
+	reg.ring_entries = n;
+	reg.bgid = PROXY_PBUF_GROUP;
+	r = w->pbuf_mem ? io_uring_register_buf_ring(&w->ring, &reg, 0) : -ENOMEM;
+	if (r < 0) {
+		log_debug("No provided buffer ring, single-shot receives", "worker=%u err=%d",
+			  w->idx, r);
+		free(ring);
+		free(w->pbuf_mem);
+		w->pbuf_mem = NULL;
+		return;
+	}
+	w->pbr = ring;
+	w->pbuf_n = n;
+	io_uring_buf_ring_init(w->pbr);
+	for (unsigned i = 0; i < n; i++)
+		io_uring_buf_ring_add(w->pbr, w->pbuf_mem + (size_t)i * PROXY_PBUF_BYTES,
+				      PROXY_PBUF_BYTES, (unsigned short)i, io_uring_buf_ring_mask(n),
+				      (int)i);
+	io_uring_buf_ring_advance(w->pbr, (int)n);
+}
+
 static int worker_init(struct proxy_worker *w)
 {
 	struct io_uring_params params;
@@ -1554,6 +1793,7 @@ static int worker_init(struct proxy_worker *w)
 		else
 			log_debug("No registered file table, using plain fds", "worker=%u", w->idx);
 	}
+	pbuf_init(w);
 	w->op_accept[0] = (struct proxy_op){ OP_ACCEPT, w };
 	w->op_accept[1] = (struct proxy_op){ OP_ACCEPT, w };
 	w->op_log = (struct proxy_op){ OP_LOGWRITE, w };
@@ -1644,6 +1884,15 @@ void *proxy_worker_main(void *arg)
 		log_finish(w);
 	io_uring_queue_exit(&w->ring);
 	w->ring_ok = false;
+	if (w->pbuf_nobufs)
+		log_debug("Receive buffer ring ran dry", "worker=%u times=%llu", w->idx,
+			  (unsigned long long)w->pbuf_nobufs);
+	/* The kernel dropped its view of the buffers with the ring. */
+	free(w->pbr);
+	free(w->pbuf_mem);
+	w->pbr = NULL;
+	w->pbuf_mem = NULL;
+	w->pbuf_n = 0;
 	/* The ring is gone: whatever it still referred to can go too. */
 	proxy_up_free_all(w);
 	while (w->conns) {

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ failures = []
 class Node:
     """One sluice-node process, started with a policy and a config."""
 
-    def __init__(self, policy, config="", listen="127.0.0.1:0", workers=2, extra=()):
+    def __init__(self, policy, config="", listen="127.0.0.1:0", workers=2, extra=(), env=None):
         self.dir = tempfile.mkdtemp(dir=TMP)
         self.policy_path = os.path.join(self.dir, "policy.json")
         self.write_policy(policy)
@@ -48,7 +49,7 @@ class Node:
              "--listen", listen, "--admin-listen", "127.0.0.1:0", "--workers", str(workers),
              "--access-log", self.log_path, *extra],
             stdout=subprocess.PIPE, stderr=open(os.path.join(self.dir, "stderr"), "w"),
-            text=True)
+            text=True, env=dict(os.environ, **(env or {})))
         line = ""
         deadline = time.time() + 15
         while time.time() < deadline:
@@ -648,6 +649,128 @@ def case_slow_clients(n):
     s.close()
 
 
+
+# ---- receiving: multishot receive over the worker's provided buffers ----
+# (4 KiB buffers; bytes that arrive while a response is under way wait in
+# the connection, past 8 KiB the receive stops; a ring that runs dry falls
+# back to single-shot receives.)
+
+def case_pipeline_many(n):
+    # 300 pipelined requests (~45 KB) in one write: they span many receive
+    # buffers, arrive while earlier responses are under way, and overflow
+    # what a connection keeps before its receive stops.
+    s = connect(n.port)
+    reqs = []
+    for i in range(300):
+        if i % 50 == 25:
+            reqs.append(b"POST /plain/p%d HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n"
+                        b"X-Pad: %s\r\n\r\nbody%03d" % (i, b"q" * 60, i % 1000))
+        else:
+            reqs.append(b"GET /plain/p%d HTTP/1.1\r\nHost: a\r\nX-Pad: %s\r\n\r\n"
+                        % (i, b"q" * (60 + i % 200)))
+    data = b"".join(reqs)
+    check(len(data) > 4 * 8192, "pipeline too short: %d" % len(data))
+    s.sendall(data)
+    out, closed = read_responses(s, 300, timeout=30)
+    check(len(out) == 300 and not closed, "got %d of 300, closed=%s" % (len(out), closed))
+    for i, (st, _, body) in enumerate(out):
+        check(st == 200, "pipelined %d: status %d" % (i, st))
+        rec = json.loads(body)
+        check(rec["target"] == "/plain/p%d" % i, "pipelined %d answered as %s" % (i, rec["target"]))
+        if i % 50 == 25:
+            check(rec["body"] == "body%03d" % i, "pipelined body %d: %r" % (i, rec["body"]))
+    s.sendall(b"GET /plain/after HTTP/1.1\r\nHost: a\r\n\r\n")
+    out, _ = read_responses(s, 1)
+    check(out and json.loads(out[0][2])["target"] == "/plain/after", "after the pipeline")
+    s.close()
+
+
+def case_big_head_bytewise(n):
+    # A head of ~7 KB (under the 8 KiB limit, larger than one 4 KiB
+    # receive buffer), one byte per write: each byte is its own receive.
+    s = connect(n.port)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pad = "".join(chr(ord("a") + i % 26) for i in range(7000)).encode()
+    head = b"GET /plain/hugehead HTTP/1.1\r\nHost: a\r\nX-Big: " + pad + b"\r\n\r\n"
+    for i in range(len(head)):
+        s.send(head[i:i + 1])
+    out, closed = read_responses(s, 1, timeout=20)
+    check(out and out[0][0] == 200, "bytewise head: %r" % (out[:1],))
+    got = backend_headers(json.loads(out[0][2])).get("x-big", "")
+    check(got == pad.decode(), "X-Big arrived changed (%d bytes)" % len(got))
+    # the same head in one write, then a second request right behind it in
+    # the same write: both cross receive buffers
+    s.sendall(head + b"GET /plain/behind HTTP/1.1\r\nHost: a\r\n\r\n")
+    out, closed = read_responses(s, 2, timeout=20)
+    check(len(out) == 2 and not closed, "big head + pipelined: %d" % len(out))
+    check(backend_headers(json.loads(out[0][2])).get("x-big") == pad.decode(), "X-Big (2)")
+    check(json.loads(out[1][2])["target"] == "/plain/behind", "behind the big head")
+    s.close()
+
+
+def case_recv_ring_exhausted(policy):
+    # A worker whose receive ring has 4 buffers: 200 connections sending at
+    # once run it dry (ENOBUFS ends their multishot receives); each must
+    # still be served, in order, by the single-shot fallback.
+    n = Node(policy, "proxy:\n  timeouts:\n    header_ms: 20000\n", workers=1,
+             extra=("--log-level", "debug"), env={"SLUICE_PROXY_RECV_BUFS": "4"})
+    conns = []
+    try:
+        for rnd in range(3):
+            conns = [connect(n.port) for _ in range(200)]
+            for i, s in enumerate(conns):
+                s.sendall(b"GET /plain/r%d-%d HTTP/1.1\r\nHost: a\r\n\r\n"
+                          b"GET /plain/r%d-%d-b HTTP/1.1\r\nHost: a\r\n\r\n" % (rnd, i, rnd, i))
+            for i, s in enumerate(conns):
+                out, closed = read_responses(s, 2, timeout=30)
+                check(len(out) == 2, "round %d conn %d: %d responses" % (rnd, i, len(out)))
+                t = [json.loads(o[2])["target"] for o in out]
+                check(t == ["/plain/r%d-%d" % (rnd, i), "/plain/r%d-%d-b" % (rnd, i)],
+                      "round %d conn %d: %r" % (rnd, i, t))
+            for s in conns:
+                s.close()
+            conns = []
+        # a big head bytewise and a pipeline on the starved ring too
+        case_big_head_bytewise(n)
+        case_pipeline_many(n)
+        st, _, _ = curl("http://127.0.0.1:%d/plain/ring-after" % n.port)
+        check(st == 200, "after the ring ran dry: %d" % st)
+    finally:
+        for s in conns:
+            s.close()
+        rc = n.stop()
+        check(rc == 0, "node exit %r: %s" % (rc, n.stderr()))
+    # the worker says at exit how often its ring ran dry: the fallback ran
+    with open(os.path.join(n.dir, "stderr")) as f:
+        err = f.read()
+    check("Receive buffer ring ran dry" in err, "the 4-buffer ring never ran dry")
+
+
+def case_close_with_receive_armed(n):
+    # Connections closed (FIN or RST) while their receive is armed, idle or
+    # with a half-sent head, and one whose client goes away with pipelined
+    # requests unanswered: the node frees them (no leak: connections_open
+    # returns to its earlier value) and keeps serving.
+    def open_conns():
+        m = n.metrics()
+        return sum(int(v) for v in re.findall(r"sluice_proxy_connections_open (\d+)", m))
+    base = open_conns()
+    for i in range(50):
+        s = connect(n.port)
+        if i % 3 == 1:
+            s.sendall(b"GET /plain/half HTTP/1.1\r\nHo")
+        elif i % 3 == 2:
+            s.sendall(b"GET /waits/slowok HTTP/1.1\r\nHost: a\r\n\r\n" * 3)
+        if i % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    deadline = time.time() + 15
+    while time.time() < deadline and open_conns() > base:
+        time.sleep(0.2)
+    check(open_conns() <= base, "connections left open: %d > %d" % (open_conns(), base))
+    st, _, _ = curl("http://127.0.0.1:%d/plain/still" % n.port)
+    check(st == 200, "after the closes: %d" % st)
+
 def case_connection_cap(policy):
     n = Node(policy, "proxy:\n  max_connections: 3\n", workers=1)
     try:
@@ -937,10 +1060,14 @@ def main():
         run("upstream_failures", case_upstream_failures, n)
         run("upstream_keepalive_pool", case_upstream_keepalive_pool, n)
         run("slow_clients", case_slow_clients, n)
+        run("pipeline_many", case_pipeline_many, n)
+        run("big_head_bytewise", case_big_head_bytewise, n)
+        run("close_with_receive_armed", case_close_with_receive_armed, n)
         run("metrics_and_access_log", case_metrics_and_access_log, n)
         run("swap_under_load", case_swap_under_load, n, policy_args)
         run("tls", case_tls, policy)
         run("connection_cap", case_connection_cap, policy)
+        run("recv_ring_exhausted", case_recv_ring_exhausted, policy)
         run("drain", case_drain, policy)
         run("access_log_on_sigterm", case_access_log_on_sigterm, policy)
     finally:

@@ -273,9 +273,6 @@ struct cidr_label {
  * first start is always 0, so every address falls in exactly one range.
  * Owned by its cidr_table, lives until cidr_table_free. */
 struct cidr_index_v4 {
-	/* Bit b set: no prefix covers any address with first octet b, so a
-	 * lookup there is answered from this line of the table alone. */
-	uint64_t octet_clear[4];
 	uint32_t *starts;
 	struct cidr_label *labels;
 	size_t n;
@@ -295,10 +292,16 @@ struct cidr_index_v6 {
 /* Built whole by cidr_table_new, read-only afterwards; owned by the caller
  * of cidr_table_new, lives until cidr_table_free. */
 struct cidr_table {
+	/* head.v4_octet_clear bit b set: no prefix covers any address with
+	 * first octet b, so a lookup there is answered from this line of the
+	 * table alone (inline, in cidr.h). First: cidr.h reads it there. */
+	struct cidr_table_head head;
 	struct cidr_index_v4 v4;
 	struct cidr_index_v6 v6;
 	size_t n_prefixes; /* distinct prefixes after duplicate removal */
 };
+
+_Static_assert(offsetof(struct cidr_table, head) == 0, "cidr.h reads the head at offset 0");
 
 /* A prefix as an address interval during the build; freed before return. */
 struct build_item {
@@ -525,10 +528,14 @@ int cidr_table_new(const struct cidr *prefixes, const uint32_t *values, size_t n
 		t->v4.by_octet[b] = (uint32_t)search_v4(t->v4.starts, t->v4.n, b << 24);
 	t->v4.by_octet[256] = (uint32_t)(t->v4.n - 1);
 	for (uint32_t b = 0; b < 256; b++) {
+		/* The octet's first and last ranges: clear when they are one
+		 * unlabelled range (neighbours never share a label). Not
+		 * by_octet[b + 1], which may start right at the next octet. */
 		uint32_t lo = t->v4.by_octet[b];
+		size_t last = search_v4(t->v4.starts, t->v4.n, b << 24 | 0xffffffu);
 
-		if (lo == t->v4.by_octet[b + 1] && t->v4.labels[lo].len < 0)
-			t->v4.octet_clear[b / 64] |= 1ull << (b % 64);
+		if (lo == last && t->v4.labels[lo].len < 0)
+			t->head.v4_octet_clear[b / 64] |= 1ull << (b % 64);
 	}
 	out4.labels = NULL;
 	t->v6.starts = out6.starts;
@@ -598,7 +605,7 @@ int cidr_table_lookup(const struct cidr_table *t, const struct cidr_addr *a, uin
 		const struct cidr_index_v4 *x = &t->v4;
 		uint32_t octet = key >> 24, lo, hi;
 
-		if (x->octet_clear[octet / 64] >> (octet % 64) & 1)
+		if (t->head.v4_octet_clear[octet / 64] >> (octet % 64) & 1)
 			return -ENOENT;
 		lo = x->by_octet[octet];
 		hi = x->by_octet[octet + 1];

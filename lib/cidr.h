@@ -60,4 +60,23 @@ void cidr_table_free(struct cidr_table *t); /* accepts NULL */
 int cidr_table_lookup(const struct cidr_table *t, const struct cidr_addr *a, uint32_t *value);
 size_t cidr_table_size(const struct cidr_table *t); /* distinct prefixes it holds */
 
+/* The first field of every cidr_table, read by cidr_table_surely_misses():
+ * bit b of v4_octet_clear set when no prefix covers any IPv4 address with
+ * first octet b. Set when the table is built; read it through that
+ * function only. */
+struct cidr_table_head {
+	uint64_t v4_octet_clear[4];
+};
+
+/* True when no prefix of t contains `a`, known from a's first octet alone
+ * (an IPv4 address, not a v4-mapped IPv6 one); false says nothing:
+ * cidr_table_lookup() then decides. Inline for the request path, where
+ * most addresses are in no list: no call, one cache line of the table. */
+static inline bool cidr_table_surely_misses(const struct cidr_table *t, const struct cidr_addr *a)
+{
+	const struct cidr_table_head *h = (const struct cidr_table_head *)(const void *)t;
+
+	return a->family == AF_INET && (h->v4_octet_clear[a->addr[0] / 64] >> (a->addr[0] % 64) & 1);
+}
+
 #endif

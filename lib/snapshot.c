@@ -41,6 +41,9 @@
 #include <string.h>
 #include <urcu/urcu-memb.h>
 #include <xxhash.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "bytes.h"
 #include "pmap.h"
@@ -79,10 +82,10 @@ struct list_table {
  * a cell holds one); lives until the last is dropped, after an RCU grace
  * period when it was published. */
 struct snapshot {
+	struct snapshot_head head; /* first: snapshot.h's inline accessors read it */
 	uint32_t refcnt;      /* atomic */
 	uint32_t rcu_queued;  /* atomic: rcu head in use by call_rcu */
 	uint64_t version;
-	uint64_t uid;         /* snapshot_uid() */
 	struct pmap *res;     /* (kind, id) -> struct policy_res */
 	struct pmap *clients; /* client key bytes -> struct client_ent */
 	struct pmap *routes;  /* (host, match_prefix) -> struct route_ent */
@@ -112,6 +115,7 @@ struct snapshot {
 	struct rcu_head rcu;
 	char ruleset[POLICY_RULESET_NAME_MAX_LEN + 1];
 };
+_Static_assert(offsetof(struct snapshot, head) == 0, "snapshot.h reads the head at offset 0");
 
 /* The published pointer. Owned by its creator until snapshot_cell_free. */
 struct snapshot_cell {
@@ -409,7 +413,9 @@ static struct snapshot *snap_alloc(void)
 	if (!s)
 		return NULL;
 	s->refcnt = 1;
-	s->uid = __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
+	s->head.uid = __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
+	s->head.settings = &default_settings;
+	memset(s->head.v4_open, 0xff, sizeof(s->head.v4_open)); /* no lists yet */
 	__atomic_add_fetch(&live_snapshots, 1, __ATOMIC_RELAXED);
 	return s;
 }
@@ -983,6 +989,7 @@ static int builder_finish(struct builder *b, struct snapshot **ret)
 		snap_free(n); /* pmap_edit_end freed the edits that failed */
 		return -ENOMEM;
 	}
+	n->head.settings = n->settings ? &n->settings->u.settings : &default_settings;
 	if (n->settings) {
 		const struct policy_settings *st = &n->settings->u.settings;
 
@@ -999,6 +1006,17 @@ static int builder_finish(struct builder *b, struct snapshot **ret)
 				n->global_allow[n->n_global_allow++] =
 					(struct list_table){ al, al->u.access_list.allow_table };
 		}
+	}
+	for (unsigned oct = 0; oct < 256; oct++) {
+		const struct cidr_addr a = { .family = AF_INET, .addr = { (uint8_t)oct } };
+		bool open = n->n_global_allow == 0;
+
+		for (size_t i = 0; i < n->n_global_deny && open; i++)
+			open = cidr_table_surely_misses(n->global_deny[i].table, &a);
+		if (open)
+			n->head.v4_open[oct / 64] |= 1ull << (oct % 64);
+		else
+			n->head.v4_open[oct / 64] &= ~(1ull << (oct % 64));
 	}
 	n->route_depth_max = 0;
 	for (unsigned d = ROUTE_DEPTH_MAX + 1; d-- > 0;) {
@@ -1328,11 +1346,6 @@ uint64_t snapshot_version(const struct snapshot *s)
 	return s->version;
 }
 
-uint64_t snapshot_uid(const struct snapshot *s)
-{
-	return s->uid;
-}
-
 size_t snapshot_count(const struct snapshot *s, enum policy_kind kind)
 {
 	if (kind == 0)
@@ -1386,7 +1399,8 @@ const struct snapshot_limit *snapshot_lookup_limit(const struct snapshot *s,
 	if (!ref->id)
 		return NULL;
 	for (size_t n = 0; (e = pmap_get_hash(s->limits, ref->key_hash, n)); n++)
-		if (res_is(e->l.res, POLICY_KIND_RATE_LIMIT, ref->id, ref->id_len))
+		if (e->l.res->kind == POLICY_KIND_RATE_LIMIT && e->l.res->id_len == ref->id_len &&
+		    bytes_eq_short(e->l.res->id, ref->id, ref->id_len))
 			return &e->l;
 	return NULL;
 }
@@ -1411,11 +1425,6 @@ int snapshot_foreach(const struct snapshot *s,
 	}
 	free(all.v);
 	return r;
-}
-
-const struct policy_settings *snapshot_settings(const struct snapshot *s)
-{
-	return s->settings ? &s->settings->u.settings : &default_settings;
 }
 
 const struct snapshot_client *snapshot_lookup_client(const struct snapshot *s, const char *key,
@@ -1516,14 +1525,38 @@ static inline uint64_t bytes_eq(uint64_t x, unsigned char c)
 
 /* Where a path stops mattering for the route match: the index of its
  * (depth_max + 1)th '/' before any '?', else of its first '?', else len.
- * Eight bytes at a time (paths are a few dozen bytes; a byte loop spent
- * eight instructions and three branches on each), reading only path[0,
- * len). */
-static size_t path_stop(const char *path, size_t len, unsigned depth_max)
+ * Sixteen bytes at a time (SSE2), then eight, then one (paths are a few
+ * dozen bytes; a byte loop spent eight instructions and three branches on
+ * each, the word loop 77 instructions on policy_bench's 18-byte paths),
+ * reading only path[0, len). */
+static inline __attribute__((always_inline)) size_t
+path_stop(const char *path, size_t len, unsigned depth_max)
 {
 	unsigned seen = 0;
 	size_t i = 0;
 
+#ifdef __SSE2__
+	/* Sixteen bytes at a time where the path has them: one compare per
+	 * character class and a 16-bit mask each. */
+	for (; i + 16 <= len; i += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(path + i));
+		unsigned sl = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('/')));
+		unsigned q = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8('?')));
+		unsigned n;
+
+		if (q)
+			sl &= (q & -q) - 1; /* only the slashes before the query */
+		n = (unsigned)__builtin_popcount(sl);
+		if (seen + n > depth_max) {
+			for (unsigned k = depth_max - seen; k; k--)
+				sl &= sl - 1;
+			return i + (size_t)__builtin_ctz(sl);
+		}
+		seen += n;
+		if (q)
+			return i + (size_t)__builtin_ctz(q);
+	}
+#endif
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	for (; i + 8 <= len; i += 8) {
 		uint64_t x, sl, q;
@@ -1576,7 +1609,9 @@ static bool only_slashes_follow(const char *path, size_t i, size_t len)
  * cache line each, in sets of two adjacent lines: a hit reads the memo
  * instead of the index and computes neither XXH3 hash. Two ways, because a
  * direct-mapped table as large lost a third of a thousand busy pairs to
- * collisions (callgrind, policy_bench hot mix). The set is picked by
+ * collisions (callgrind, policy_bench hot mix); 2,048 sets, because with
+ * 1,024 one set in thirteen drew three or more of a thousand pairs, which
+ * then kept missing (10% of policy_bench's lookups). The set is picked by
  * route_memo_set(), a word-at-a-time hash a few instructions long: it
  * only spreads pairs over sets (the key bytes are compared in full), so
  * its weakness against crafted input costs an attacker's pairs their
@@ -1588,7 +1623,8 @@ static bool only_slashes_follow(const char *path, size_t i, size_t len)
  * against one-off ones: a new pair replaces an entry only once misses
  * have worn down the hits it earned. Pairs longer than ROUTE_MEMO_KEY_MAX
  * bytes go to the index every time. */
-#define ROUTE_MEMO_SETS 1024u
+#define ROUTE_MEMO_SETS 2048u
+#define ROUTE_MEMO_SET_BITS 11
 #define ROUTE_MEMO_KEY_MAX 42u
 
 /* One memoized match: one cache line, owned by its thread's memo. It
@@ -1654,29 +1690,31 @@ static inline uint64_t route_memo_mix(uint64_t h, const char *p, size_t n)
 {
 	const uint64_t k = 0x9e3779b97f4a7c15ull;
 	uint64_t w;
-	size_t i = 0;
 
-	for (; i + 8 <= n; i += 8) {
-		memcpy(&w, p + i, 8);
-		h = (h ^ w) * k;
-		h ^= h >> 29;
-	}
-	if (i < n) {
-		if (n >= 8) {
-			memcpy(&w, p + n - 8, 8);
-		} else if (n >= 4) {
-			uint32_t a, b;
-
-			memcpy(&a, p, 4);
-			memcpy(&b, p + n - 4, 4);
-			w = a | (uint64_t)b << 32;
-		} else {
-			w = (uint64_t)(unsigned char)p[0] | (uint64_t)(unsigned char)p[n / 2] << 8 |
-			    (uint64_t)(unsigned char)p[n - 1] << 16;
+	if (n >= 8) {
+		/* Whole words, the last one overlapping the one before (the
+		 * caller mixes the lengths in first, so this stays exact
+		 * enough to spread pairs); no separate tail. */
+		for (size_t i = 0; i + 8 < n; i += 8) {
+			memcpy(&w, p + i, 8);
+			h = (h ^ w) * k;
+			h ^= h >> 29;
 		}
-		h = (h ^ w) * k;
-		h ^= h >> 29;
+		memcpy(&w, p + n - 8, 8);
+	} else if (n >= 4) {
+		uint32_t a, b;
+
+		memcpy(&a, p, 4);
+		memcpy(&b, p + n - 4, 4);
+		w = a | (uint64_t)b << 32;
+	} else if (n) {
+		w = (uint64_t)(unsigned char)p[0] | (uint64_t)(unsigned char)p[n / 2] << 8 |
+		    (uint64_t)(unsigned char)p[n - 1] << 16;
+	} else {
+		return h;
 	}
+	h = (h ^ w) * k;
+	h ^= h >> 29;
 	return h;
 }
 
@@ -1687,9 +1725,10 @@ static inline size_t route_memo_set(const char *host, size_t host_len, const cha
 	uint64_t h = route_memo_mix((uint64_t)host_len << 32 | end, host, host_len);
 
 	h = route_memo_mix(h, path, end) * 0xc2b2ae3d27d4eb4full;
-	return (size_t)(h >> 54) & (ROUTE_MEMO_SETS - 1); /* top bits: the best mixed */
+	return (size_t)(h >> (64 - ROUTE_MEMO_SET_BITS)); /* top bits: the best mixed */
 }
-_Static_assert(ROUTE_MEMO_SETS == 1024u, "route_memo_set takes the top 10 bits");
+_Static_assert(ROUTE_MEMO_SETS == 1u << ROUTE_MEMO_SET_BITS,
+	       "route_memo_set takes the top ROUTE_MEMO_SET_BITS bits");
 
 /* Does entry e hold (host, path[0, end)) for snapshot `uid`? */
 static inline bool route_memo_is(const struct route_memo_ent *e, uint64_t uid, const char *host,
@@ -1727,10 +1766,12 @@ static void route_memo_store(struct route_memo_ent *set, uint64_t uid, const cha
 }
 
 /* The route match; with `memo`, looked up in and kept in the calling
- * thread's memo, and then *copy is filled and `copy` returned on a hit. */
-static const struct snapshot_route *lookup_route(const struct snapshot *s, const char *host,
-						 size_t host_len, const char *path, size_t path_len,
-						 bool memo, struct snapshot_route *copy)
+ * thread's memo, and then *copy is filled and `copy` returned on a hit.
+ * Inlined into both callers, so that the request path's (memo true) pays
+ * for no call and no test of `memo`. */
+static inline __attribute__((always_inline)) const struct snapshot_route *
+lookup_route(const struct snapshot *s, const char *host, size_t host_len, const char *path,
+	     size_t path_len, bool memo, struct snapshot_route *copy)
 {
 	const unsigned depth_max = s->route_depth_max;
 	const struct snapshot_route *r;
@@ -1760,7 +1801,7 @@ static const struct snapshot_route *lookup_route(const struct snapshot *s, const
 		if (m) {
 			me = m->ent[route_memo_set(host, host_len, path, end)];
 			for (int w = 0; w < 2; w++)
-				if (route_memo_is(&me[w], s->uid, host, host_len, path, end)) {
+				if (route_memo_is(&me[w], s->head.uid, host, host_len, path, end)) {
 					if (me[w].hits < UINT8_MAX)
 						me[w].hits++;
 					copy->res = me[w].res;
@@ -1784,7 +1825,7 @@ static const struct snapshot_route *lookup_route(const struct snapshot *s, const
 		r = match_host(s, "", 0, seed0, host_len ? 0 : h0, path, end);
 	}
 	if (r && me)
-		route_memo_store(me, s->uid, host, host_len, path, end, r);
+		route_memo_store(me, s->head.uid, host, host_len, path, end, r);
 	return r;
 }
 
@@ -1807,9 +1848,12 @@ bool snapshot_find_route(const struct snapshot *s, const char *host, size_t host
 	return true;
 }
 
-static bool table_has(const struct cidr_table *t, const struct cidr_addr *addr)
+/* Most addresses fall where no prefix of a table is (an IPv4 first octet
+ * that no prefix covers): cidr_table_surely_misses() answers those inline,
+ * without a call. */
+static inline bool table_has(const struct cidr_table *t, const struct cidr_addr *addr)
 {
-	return cidr_table_lookup(t, addr, NULL) >= 0;
+	return !cidr_table_surely_misses(t, addr) && cidr_table_lookup(t, addr, NULL) >= 0;
 }
 
 /* The first list that refuses addr: by its deny table (deny) or because its
@@ -1827,27 +1871,22 @@ static const struct policy_res *refusing_list(const struct policy_res *const *li
 	return NULL;
 }
 
-enum snapshot_access snapshot_check_access(const struct snapshot *s,
-					   const struct policy_res *route,
-					   const struct cidr_addr *addr,
-					   const struct policy_res **list)
+/* snapshot_check_access() for a route with access lists of its own. */
+static __attribute__((noinline)) enum snapshot_access
+check_access_route(const struct snapshot *s, const struct policy_route *rt,
+		   const struct cidr_addr *addr, const struct policy_res **list)
 {
 	const struct policy_res *route_lists[POLICY_MAX_REFS], *by;
 	enum snapshot_access verdict = SNAPSHOT_ACCESS_ALLOW;
 	size_t n = 0;
 
-	if (route && route->kind == POLICY_KIND_ROUTE) {
-		const struct policy_route *rt = &route->u.route;
-
-		for (size_t i = 0; i < rt->n_access_lists && n < POLICY_MAX_REFS; i++) {
-			const struct policy_res *al =
-				snapshot_get_ref(s, POLICY_KIND_ACCESS_LIST, &rt->access_lists[i]);
-			if (al)
-				route_lists[n++] = al;
-		}
+	for (size_t i = 0; i < rt->n_access_lists && n < POLICY_MAX_REFS; i++) {
+		const struct policy_res *al =
+			snapshot_get_ref(s, POLICY_KIND_ACCESS_LIST, &rt->access_lists[i]);
+		if (al)
+			route_lists[n++] = al;
 	}
-	/* Deny wins over every allow list, global or per route. Most routes
-	 * have no lists of their own (n == 0): no calls for them. */
+	/* Deny wins over every allow list, global or per route. */
 	by = NULL;
 	for (size_t i = 0; i < s->n_global_deny && !by; i++)
 		if (table_has(s->global_deny[i].table, addr))
@@ -1864,6 +1903,32 @@ enum snapshot_access snapshot_check_access(const struct snapshot *s,
 	if (list)
 		*list = by;
 	return verdict;
+}
+
+enum snapshot_access snapshot_check_access(const struct snapshot *s,
+					   const struct policy_res *route,
+					   const struct cidr_addr *addr,
+					   const struct policy_res **list)
+{
+	/* Most routes have no lists of their own: the global lists alone,
+	 * with no array of the route's lists to gather. */
+	if (route && route->kind == POLICY_KIND_ROUTE && route->u.route.n_access_lists)
+		return check_access_route(s, &route->u.route, addr, list);
+	for (size_t i = 0; i < s->n_global_deny; i++)
+		if (table_has(s->global_deny[i].table, addr)) {
+			if (list)
+				*list = s->global_deny[i].list;
+			return SNAPSHOT_ACCESS_DENY;
+		}
+	for (size_t i = 0; i < s->n_global_allow; i++)
+		if (!table_has(s->global_allow[i].table, addr)) {
+			if (list)
+				*list = s->global_allow[i].list;
+			return SNAPSHOT_ACCESS_NOT_ALLOWED;
+		}
+	if (list)
+		*list = NULL;
+	return SNAPSHOT_ACCESS_ALLOW;
 }
 
 /* ---- publication ---- */

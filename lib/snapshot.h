@@ -74,7 +74,7 @@ uint64_t snapshot_version(const struct snapshot *s);
 /* Never 0 and never given to another snapshot of this process (unlike its
  * address or version): what a cache of lookups into one snapshot keys on,
  * so that it cannot mistake a later snapshot for this one. */
-uint64_t snapshot_uid(const struct snapshot *s);
+static inline uint64_t snapshot_uid(const struct snapshot *s);
 /* Resources of one kind, or of all kinds with kind == 0. */
 size_t snapshot_count(const struct snapshot *s, enum policy_kind kind);
 
@@ -93,7 +93,7 @@ int snapshot_foreach(const struct snapshot *s,
  * thread's first route lookup (its memo, see snapshot_find_route) ---- */
 
 /* The Settings resource, or built-in defaults when the ruleset has none. */
-const struct policy_settings *snapshot_settings(const struct snapshot *s);
+static inline const struct policy_settings *snapshot_settings(const struct snapshot *s);
 
 /* The enabled or disabled client whose key equals the header value. */
 const struct policy_res *snapshot_find_client(const struct snapshot *s, const char *key,
@@ -170,7 +170,7 @@ const struct snapshot_route *snapshot_lookup_route(const struct snapshot *s, con
  * calling thread's memo of matches when it holds this (host, prefix) for
  * this snapshot (by uid), which costs neither the hashes nor the index
  * walk nor a read of the route's index entry. snapshot_match_route()
- * uses it too. A thread's first call allocates its memo (128 KiB, freed
+ * uses it too. A thread's first call allocates its memo (256 KiB, freed
  * when the thread exits); without memory, lookups go without it. */
 bool snapshot_find_route(const struct snapshot *s, const char *host, size_t host_len,
 			 const char *path, size_t path_len, struct snapshot_route *out);
@@ -187,6 +187,43 @@ enum snapshot_access snapshot_check_access(const struct snapshot *s,
 					   const struct policy_res *route,
 					   const struct cidr_addr *addr,
 					   const struct policy_res **list);
+
+/* ---- inline accessors ----
+ * The first fields of every struct snapshot, for the accessors below that
+ * the request path calls on every decision (a call across translation
+ * units cost more than the load). Set when the snapshot is built, never
+ * changed after; read them through the accessors only. */
+struct snapshot_head {
+	uint64_t uid;
+	const struct policy_settings *settings; /* never NULL: the defaults */
+	/* Bit b set: an IPv4 address with first octet b passes the global
+	 * access lists (there is no global allow list, and no global deny
+	 * list covers any address under b.0.0.0/8). */
+	uint64_t v4_open[4];
+};
+
+static inline uint64_t snapshot_uid(const struct snapshot *s)
+{
+	return ((const struct snapshot_head *)(const void *)s)->uid;
+}
+
+static inline const struct policy_settings *snapshot_settings(const struct snapshot *s)
+{
+	return ((const struct snapshot_head *)(const void *)s)->settings;
+}
+
+/* True when `addr` passes the settings' (global) access lists, known from
+ * its first octet alone; false says nothing. The request path asks this
+ * before snapshot_check_access(), which a route with lists of its own
+ * still needs: most requests come from where no list reaches and need no
+ * call. */
+static inline bool snapshot_global_access_open(const struct snapshot *s,
+					       const struct cidr_addr *addr)
+{
+	const struct snapshot_head *h = (const struct snapshot_head *)(const void *)s;
+
+	return addr->family == AF_INET && (h->v4_open[addr->addr[0] / 64] >> (addr->addr[0] % 64) & 1);
+}
 
 /* ---- publication (RCU) ---- */
 

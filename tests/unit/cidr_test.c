@@ -869,3 +869,74 @@ Test(cidr_table, first_octet_shortcut_agrees_with_a_scan_at_boundaries)
 	}
 	cidr_table_free(t);
 }
+
+/* cidr_table_surely_misses() (inline, cidr.h) may only say "no prefix holds
+ * this address" when that is true, and must say it for an IPv4 address
+ * whose first octet no prefix reaches: checked against the full lookup on
+ * every first octet, for /0, /7, /8, /16 and /32 prefixes at the ends of
+ * the space and next to octet boundaries, a v4-mapped IPv6 prefix (stored
+ * as IPv4) and IPv6 ones (which cover no IPv4 address). IPv6 addresses,
+ * v4-mapped ones included, are never answered by it. */
+Test(cidr_table, surely_misses_agrees_with_the_lookup)
+{
+	static const struct {
+		const char *pfx[5];
+		const char *reached; /* first octets some prefix reaches: "a,b-c," */
+	} sets[] = {
+		{ { "0.0.0.0/0" }, "0-255," },
+		{ { "10.0.0.0/8", "100.64.0.0/16", "12.0.0.0/7" }, "10,12-13,100," },
+		{ { "9.255.255.255/32", "11.0.0.0/32", "255.255.255.255/32", "0.0.0.0/32" },
+		  "0,9,11,255," },
+		{ { "2001:db8::/32", "::ffff:192.168.0.0/112" }, "192," },
+		{ { "::/0" }, "" },
+		{ { NULL }, "" },
+	};
+
+	for (size_t k = 0; k < sizeof(sets) / sizeof(sets[0]); k++) {
+		bool reached[256] = { false };
+		struct cidr c[5];
+		struct cidr_table *t;
+		struct cidr_addr a6;
+		size_t n = 0;
+
+		for (const char *r = sets[k].reached; *r; r++) {
+			char *end;
+			unsigned long lo = strtoul(r, &end, 10), hi = lo;
+
+			if (*end == '-')
+				hi = strtoul(end + 1, &end, 10);
+			cr_assert(*end == ',' && hi < 256, "%s", sets[k].reached);
+			for (unsigned long o = lo; o <= hi; o++)
+				reached[o] = true;
+			r = end;
+		}
+		while (n < 5 && sets[k].pfx[n]) {
+			c[n] = P(sets[k].pfx[n]);
+			n++;
+		}
+		cr_assert_eq(cidr_table_new(c, NULL, n, &t), 0);
+		for (uint32_t octet = 0; octet < 256; octet++) {
+			const uint32_t probes[] = { 0, 0xffff, 0x10000, 0xffffff };
+
+			for (size_t q = 0; q < sizeof(probes) / sizeof(probes[0]); q++) {
+				uint32_t ip = octet << 24 | probes[q];
+				struct cidr_addr a = { .family = AF_INET,
+						       .addr = { (uint8_t)(ip >> 24), (uint8_t)(ip >> 16),
+								 (uint8_t)(ip >> 8), (uint8_t)ip } };
+				bool sure = cidr_table_surely_misses(t, &a);
+
+				cr_assert_eq(sure, !reached[octet], "set %zu, first octet %u", k, octet);
+				if (sure)
+					cr_assert_eq(cidr_table_lookup(t, &a, NULL), -ENOENT,
+						     "set %zu: %u.%u.%u.%u", k, a.addr[0], a.addr[1],
+						     a.addr[2], a.addr[3]);
+			}
+		}
+		/* IPv6, and IPv4 spelled as v4-mapped IPv6, go to the lookup. */
+		a6 = (struct cidr_addr){ .family = AF_INET6 };
+		cr_assert_not(cidr_table_surely_misses(t, &a6));
+		a6.addr[10] = a6.addr[11] = 0xff;
+		cr_assert_not(cidr_table_surely_misses(t, &a6));
+		cidr_table_free(t);
+	}
+}

@@ -449,6 +449,77 @@ Test(decision, memoized_and_fresh_answers_agree_over_many_clients)
 	snapshot_unref(s);
 }
 
+/* The memo is set-associative (decision.c: 8,192 sets of two ways, the set
+ * taken from the top 13 bits of snapshot_client_key_hash, MEMO_SET_BITS). Four clients
+ * whose keys share one set take turns: every answer names the right
+ * client, and each one's bucket counts exactly, whichever way holds it or
+ * whoever was evicted in between. */
+Test(decision, clients_sharing_a_memo_set_keep_their_own_answers_and_counts)
+{
+	enum { K = 4 };
+	static char keys[K][16], bufs[K][160];
+	static const char *json[2 * K + 4];
+	uint64_t top = 0;
+	size_t n = 0, found = 0;
+	struct snapshot *s;
+
+	for (unsigned i = 0; found < K; i++) {
+		char key[64] = { 0 };
+		size_t len = (size_t)snprintf(key, 16, "k%u", i);
+		uint64_t set = snapshot_client_key_hash(key, len) >> (64 - 13);
+
+		cr_assert(i < 10000000, "no four keys share a set");
+		if (found == 0)
+			top = set;
+		if (set == top)
+			memcpy(keys[found++], key, len + 1);
+	}
+	json[n++] = "{\"upstream\": {\"id\": \"up\", \"endpoints\": [\"127.0.0.1:8080\"]}}";
+	json[n++] = "{\"route\": {\"id\": \"r\", \"pathPrefix\": \"/\", \"upstream\": \"up\"}}";
+	for (size_t k = 0; k < K; k++) {
+		/* Client k may send k + 2 requests an hour. */
+		snprintf(bufs[k], sizeof(bufs[k]),
+			 "{\"rateLimit\": {\"id\": \"l%zu\", \"algorithm\": \"TOKEN_BUCKET\","
+			 " \"rate\": \"%zu\", \"unit\": \"HOUR\", \"burst\": \"%zu\"}}", k, k + 2, k + 2);
+		json[n++] = bufs[k];
+	}
+	static char cl[K][160];
+	for (size_t k = 0; k < K; k++) {
+		snprintf(cl[k], sizeof(cl[k]),
+			 "{\"client\": {\"id\": \"c%zu\", \"keys\": [\"%s\"], \"rateLimit\": \"l%zu\"}}", k,
+			 keys[k], k);
+		json[n++] = cl[k];
+	}
+	json[n] = NULL;
+	s = build_n(json, n);
+
+	struct limiter *l;
+	unsigned ok[K] = { 0 };
+
+	cr_assert_eq(limiter_new(&(struct limiter_config){ 0 }, &l), 0);
+	/* Uneven turns, so hit counts differ and ways get replaced. */
+	static const unsigned order[] = { 0, 0, 1, 2, 0, 3, 1, 1, 2, 3, 3, 0, 2, 1, 3, 3, 2, 0,
+					  1, 2, 3, 0, 1, 2, 3, 3, 3, 2, 1, 0 };
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		unsigned k = order[i];
+		struct decision_request r = request("x", "GET", "/a", keys[k], "10.0.0.1");
+		struct decision d;
+		char id[8];
+
+		decision_eval(s, l, &r, S, &d);
+		snprintf(id, sizeof(id), "c%u", k);
+		cr_assert_not_null(d.client);
+		cr_assert_str_eq(d.client->id, id, "turn %zu", i);
+		snprintf(id, sizeof(id), "l%u", k);
+		cr_assert_str_eq(d.limit->id, id, "turn %zu", i);
+		ok[k] += d.verdict == DECISION_ALLOW;
+	}
+	for (unsigned k = 0; k < K; k++)
+		cr_assert_eq(ok[k], k + 2, "client %u: its burst exactly", k);
+	limiter_free(l);
+	snapshot_unref(s);
+}
+
 /* The memo also remembers where a client's bucket lives in the limiter
  * (a hint the limiter checks). Counts stay exact when the bucket is swept
  * and re-created, and when the same snapshot is evaluated against another

@@ -1124,6 +1124,49 @@ Test(snapshot, match_route_agrees_with_brute_force_on_random_requests)
 	}
 }
 
+/* The same on long paths (up to 63 bytes) with few slashes and a rare
+ * '?', so that the scan for where a path stops mattering runs its
+ * sixteen-byte blocks, then its eight-byte words, then single bytes, and
+ * finds the deciding slash or query in each of them. */
+Test(snapshot, match_route_agrees_with_brute_force_on_long_paths)
+{
+	static const char *const hosts[] = { "", "api.example.com" };
+	static const char alpha[] = "/aaabbbbab/aaaabbab?";
+	char path[64];
+
+	for (int round = 0; round < 20; round++) {
+		struct snapshot *s = random_routes(1, hosts, 2);
+
+		for (int i = 0; i < 3000; i++) {
+			const char *host = hosts[route_rand() % 2];
+			size_t pl = route_rand() % sizeof(path);
+
+			for (size_t k = 0; k < pl; k++)
+				path[k] = alpha[route_rand() % (sizeof(alpha) - 1)];
+			if (pl)
+				path[0] = '/';
+			/* Now and then a long run without a slash, or of slashes. */
+			if (pl > 20 && route_rand() % 4 == 0)
+				memset(path + 1 + route_rand() % 8, route_rand() % 2 ? 'a' : '/',
+				       route_rand() % (pl - 10));
+			for (int again = 0; again < 2; again++) {
+				const struct policy_res *want =
+					ref_match_route(s, host, strlen(host), path, pl);
+				const struct policy_res *got =
+					snapshot_match_route(s, host, strlen(host), path, pl);
+				const struct snapshot_route *sr =
+					snapshot_lookup_route(s, host, strlen(host), path, pl);
+
+				cr_assert_eq(got, want, "host '%s' path '%.*s': got %s, want %s",
+					     host, (int)pl, path, got ? got->id : "(none)",
+					     want ? want->id : "(none)");
+				cr_assert_eq(sr ? sr->res : NULL, want);
+			}
+		}
+		snapshot_unref(s);
+	}
+}
+
 /* The per-thread memo answers for one snapshot only: the same request
  * against a later snapshot, or an earlier one again, sees that snapshot's
  * route, also when the memo holds the other's answer for the same pair. */
@@ -1227,6 +1270,78 @@ Test(snapshot, check_access_allows_without_any_list)
 	cr_assert_eq(cidr_addr_parse("203.0.113.9", &a), 0);
 	cr_assert_eq(snapshot_check_access(s, NULL, &a, NULL), SNAPSHOT_ACCESS_ALLOW);
 	snapshot_unref(s);
+}
+
+/* snapshot_global_access_open() (inline, snapshot.h) may only say "the
+ * global lists let this address through" when snapshot_check_access()
+ * without a route allows it, and says it wherever no global list reaches
+ * the first octet and no global allow list exists. Every first octet, at
+ * the edges of each /8, for: no lists; deny lists (with a /16, a /32 at
+ * an octet's last address, a v4-mapped prefix and an IPv6 one); a deny
+ * list with /0; an allow list; and the empty snapshot. */
+Test(snapshot, global_access_open_agrees_with_check_access)
+{
+	static const struct {
+		const char *deny[4], *allow[2];
+		const char *closed; /* first octets not open: "a,b," */
+	} sets[] = {
+		{ { NULL }, { NULL }, "" },
+		{ { "100.64.0.0/16", "9.255.255.255/32", "::ffff:192.168.0.0/112", "2001:db8::/32" },
+		  { NULL }, "9,100,192," },
+		{ { "0.0.0.0/0" }, { NULL }, "all" },
+		{ { "100.64.0.0/16" }, { "10.0.0.0/8" }, "all" },
+	};
+
+	for (size_t k = 0; k <= sizeof(sets) / sizeof(sets[0]); k++) {
+		struct rlist l = { 0 };
+		struct snapshot *s;
+		bool closed[256] = { false };
+
+		if (k == sizeof(sets) / sizeof(sets[0])) {
+			cr_assert_eq(snapshot_new_empty(RS, &s), 0);
+		} else {
+			const char *const *deny = sets[k].deny[0] ? sets[k].deny : NULL;
+			const char *const *allow = sets[k].allow[0] ? sets[k].allow : NULL;
+
+			if (deny || allow) {
+				rl_add(&l, mk_access_list("g", allow, deny));
+				rl_add(&l, mk_settings(NULL, NULL, STRV("g")));
+			}
+			rl_add(&l, mk_route("r", "", "/", NULL, NULL, NULL));
+			s = build_ok(1, &l);
+			rl_free(&l);
+			if (!strcmp(sets[k].closed, "all"))
+				memset(closed, 1, sizeof(closed));
+			for (const char *c = sets[k].closed; *c && *c != 'a'; c++) {
+				char *end;
+				unsigned long o = strtoul(c, &end, 10);
+
+				closed[o] = true;
+				c = end;
+			}
+		}
+		for (unsigned oct = 0; oct < 256; oct++) {
+			static const uint8_t tails[][3] = { { 0, 0, 0 }, { 64, 0, 1 }, { 255, 255, 255 } };
+
+			for (size_t t = 0; t < 3; t++) {
+				struct cidr_addr a = { .family = AF_INET,
+						       .addr = { (uint8_t)oct, tails[t][0], tails[t][1],
+								 tails[t][2] } };
+				bool open = snapshot_global_access_open(s, &a);
+
+				cr_assert_eq(open, !closed[oct], "set %zu, first octet %u", k, oct);
+				if (open)
+					cr_assert_eq(snapshot_check_access(s, NULL, &a, NULL),
+						     SNAPSHOT_ACCESS_ALLOW, "set %zu, %u.%u.%u.%u", k,
+						     a.addr[0], a.addr[1], a.addr[2], a.addr[3]);
+			}
+		}
+		/* IPv6 sources always take the full check. */
+		struct cidr_addr a6 = { .family = AF_INET6 };
+
+		cr_assert_not(snapshot_global_access_open(s, &a6));
+		snapshot_unref(s);
+	}
 }
 
 /* ---- path copying at scale ---- */

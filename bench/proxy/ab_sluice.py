@@ -16,7 +16,6 @@ BENCH_SCENARIOS (default plain,reject,tls), BENCH_CONNECTIONS (50).
 Exits 77 when perf, wrk, nginx, openssl or taskset is missing.
 """
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -79,18 +78,9 @@ def main():
                 order = (0, 1) if r % 2 == 0 else (1, 0)
                 for i in order:
                     res, counts = ps.perf_during_wrk(bench, cs[i], args.seconds)
-                    reqs = res["requests"]
-                    if not counts or reqs <= 0:
+                    if not ps.add_run(per[i], res, counts):
                         print("ab_sluice: skipped: perf gave no counts")
                         return pb.SKIP
-                    for ev, v in counts.items():
-                        name = re.sub(r"[^a-z0-9]+", "_", ev.split(":")[-1].lower()).strip("_")
-                        if ev == "task-clock":
-                            v = v * 1000.0
-                        per[i].setdefault(name, []).append(v / reqs)
-                    per[i].setdefault("rps", []).append(
-                        reqs / max(res["duration_us"] / 1e6, 1e-9))
-                    per[i].setdefault("p99_us", []).append(float(res["p99_us"]))
                 print("# %s round %d: A %.2f B %.2f us/req" % (
                     scenario, r + 1, per[0]["task_clock"][-1], per[1]["task_clock"][-1]),
                     flush=True)

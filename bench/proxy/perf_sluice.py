@@ -65,6 +65,23 @@ def perf_during_wrk(bench, c, seconds):
     return res, counts
 
 
+def add_run(per, res, counts):
+    """Adds one wrk run with perf counts to per (name -> list): every
+    event per request (task-clock in µs), req/s and p99. False when the run
+    has no counts or no requests."""
+    reqs = res["requests"]
+    if not counts or reqs <= 0:
+        return False
+    for ev, v in counts.items():
+        name = re.sub(r"[^a-z0-9]+", "_", ev.split(":")[-1].lower()).strip("_")
+        if ev == "task-clock":
+            v = v * 1000.0  # ms -> µs
+        per.setdefault(name, []).append(v / reqs)
+    per.setdefault("p99_us", []).append(float(res["p99_us"]))
+    per.setdefault("rps", []).append(reqs / max(res["duration_us"] / 1e6, 1e-9))
+    return True
+
+
 def main():
     args = pb.parse_args()
     args.seconds = pb.env_int("BENCH_SECONDS", 5, 1)
@@ -90,17 +107,9 @@ def main():
             per = {}
             for _ in range(args.runs):
                 res, counts = perf_during_wrk(bench, c, args.seconds)
-                reqs = res["requests"]
-                if not counts or reqs <= 0:
+                if not add_run(per, res, counts):
                     print("perf_sluice: skipped: perf gave no counts (permissions?)")
                     return pb.SKIP
-                for ev, v in counts.items():
-                    name = re.sub(r"[^a-z0-9]+", "_", ev.split(":")[-1].lower()).strip("_")
-                    if ev == "task-clock":
-                        v = v * 1000.0  # ms -> µs
-                    per.setdefault(name, []).append(v / reqs)
-                per.setdefault("p99_us", []).append(float(res["p99_us"]))
-                per.setdefault("rps", []).append(reqs / max(res["duration_us"] / 1e6, 1e-9))
             for name, vals in sorted(per.items()):
                 suffix = "" if name in ("rps", "p99_us") else "_per_req"
                 print("%s_%s%s: %.3f" % (scenario, name, suffix, statistics.median(vals)))

@@ -28,7 +28,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import proxy_bench as pb  # noqa: E402
 
-EVENTS = ["cycles", "instructions", "task-clock", "syscalls:sys_enter_io_uring_enter"]
+EVENTS = ["cycles", "instructions", "task-clock", "context-switches",
+          "syscalls:sys_enter_io_uring_enter"]
 
 
 def perf_during_wrk(bench, c, seconds):

@@ -442,23 +442,16 @@ void proxy_pbuf_give_back(struct proxy_worker *w, unsigned bid)
 	io_uring_buf_ring_advance(w->pbr, 1);
 }
 
-/* Bytes just placed: rbuf[rlen, rlen + n) in plaintext, tls_in[0, n) in
- * TLS. */
-static void got_bytes(struct proxy_conn *c, size_t n)
+/* Runs the TLS engine over what it holds, then: plaintext (or
+ * `deliver_anyway`) goes to deliver(); the peer's close_notify closes;
+ * handshake bytes or a partial record read on once tls_in is used up. */
+static void tls_pump(struct proxy_conn *c, bool deliver_anyway)
 {
-	ssize_t k;
+	ssize_t k = tls_process(c);
 
-	if (!c->tls) {
-		c->rlen += n;
-		deliver(c);
-		return;
-	}
-	c->tls_in_off = 0;
-	c->tls_in_len = n;
-	k = tls_process(c);
 	if (k < 0)
 		return;
-	if (k > 0 || c->lingering) {
+	if (k > 0 || deliver_anyway) {
 		c->want_read = false;
 		deliver(c);
 		return;
@@ -467,9 +460,22 @@ static void got_bytes(struct proxy_conn *c, size_t n)
 		conn_close(c);
 		return;
 	}
-	/* Handshake bytes, or a partial record: read on. */
 	if (c->tls_in_off >= c->tls_in_len)
 		recv_more(c);
+}
+
+/* Bytes just placed: rbuf[rlen, rlen + n) in plaintext, tls_in[0, n) in
+ * TLS. */
+static void got_bytes(struct proxy_conn *c, size_t n)
+{
+	if (!c->tls) {
+		c->rlen += n;
+		deliver(c);
+		return;
+	}
+	c->tls_in_off = 0;
+	c->tls_in_len = n;
+	tls_pump(c, c->lingering);
 }
 
 /* Where the next bytes go, and how many fit. */
@@ -596,8 +602,6 @@ static void on_mrecv(struct proxy_conn *c, int res, uint32_t flags)
 
 void proxy_conn_recv(struct proxy_conn *c)
 {
-	ssize_t n;
-
 	if (c->recv_pending || c->want || c->closing)
 		return;
 	if (c->rlen == c->rcap && c->rpos > 0) {
@@ -613,20 +617,7 @@ void proxy_conn_recv(struct proxy_conn *c)
 	}
 	/* Plaintext may already sit in the engine, ciphertext in tls_in. */
 	c->want_read = true;
-	n = tls_process(c);
-	if (n < 0)
-		return;
-	if (n > 0) {
-		c->want_read = false;
-		deliver(c);
-		return;
-	}
-	if (c->tls_peer_closed) {
-		conn_close(c);
-		return;
-	}
-	if (c->tls_in_off >= c->tls_in_len)
-		recv_more(c);
+	tls_pump(c, false);
 }
 
 void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next)

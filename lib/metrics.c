@@ -201,6 +201,20 @@ void metrics_sample_u64(struct metrics_buf *b, const char *name, const char *con
 	put_line(b, name, "", labels, NULL, NULL, text);
 }
 
+void metrics_scalar(struct metrics_buf *b, const char *name, const char *type, const char *help,
+		    double value)
+{
+	metrics_family(b, name, type, help);
+	metrics_sample(b, name, NULL, value);
+}
+
+void metrics_scalar_u64(struct metrics_buf *b, const char *name, const char *type,
+			const char *help, uint64_t value)
+{
+	metrics_family(b, name, type, help);
+	metrics_sample_u64(b, name, NULL, value);
+}
+
 void metrics_histogram_init(struct metrics_histogram *h, const double *bounds, unsigned n)
 {
 	/* An explicit +Inf bound would duplicate the implicit last bucket. */

@@ -35,6 +35,11 @@ void metrics_sample(struct metrics_buf *b, const char *name, const char *const *
 		    double value);
 void metrics_sample_u64(struct metrics_buf *b, const char *name, const char *const *labels,
 			uint64_t value);
+/* A family with one unlabelled sample: metrics_family, then the sample. */
+void metrics_scalar(struct metrics_buf *b, const char *name, const char *type, const char *help,
+		    double value);
+void metrics_scalar_u64(struct metrics_buf *b, const char *name, const char *type,
+			const char *help, uint64_t value);
 
 /* A histogram with fixed upper bounds (ascending, in the unit of the
  * observations); counts has n_bounds + 1 slots (the last is +Inf), not

@@ -499,53 +499,50 @@ void fleet_metrics_render(struct fleet *f, struct metrics_buf *b)
 	metrics_sample_u64(b, "sluice_control_sync_pushes_total", delta_l, load(&f->c.pushes_delta));
 	metrics_sample_u64(b, "sluice_control_sync_pushes_total", snap_l,
 			   load(&f->c.pushes_snapshot));
-	metrics_family(b, "sluice_control_sync_pushes_deferred_total", "counter",
-		       "Pushes put off because the node's stream queue was full");
-	metrics_sample_u64(b, "sluice_control_sync_pushes_deferred_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_sync_pushes_deferred_total", "counter",
+			   "Pushes put off because the node's stream queue was full",
 			   load(&f->c.pushes_deferred));
-	metrics_family(b, "sluice_control_sync_acks_total", "counter", "Acks of pushed versions");
-	metrics_sample_u64(b, "sluice_control_sync_acks_total", NULL, load(&f->c.acks));
-	metrics_family(b, "sluice_control_sync_acks_ignored_total", "counter",
-		       "Acks and nacks that matched no pending push (stale nonce)");
-	metrics_sample_u64(b, "sluice_control_sync_acks_ignored_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_sync_acks_total", "counter",
+			   "Acks of pushed versions",
+			   load(&f->c.acks));
+	metrics_scalar_u64(b, "sluice_control_sync_acks_ignored_total", "counter",
+			   "Acks and nacks that matched no pending push (stale nonce)",
 			   load(&f->c.acks_ignored));
-	metrics_family(b, "sluice_control_sync_nacks_total", "counter",
-		       "Versions refused by nodes");
-	metrics_sample_u64(b, "sluice_control_sync_nacks_total", NULL, load(&f->c.nacks));
-	metrics_family(b, "sluice_control_sync_reports_total", "counter", "NodeReports received");
-	metrics_sample_u64(b, "sluice_control_sync_reports_total", NULL, load(&f->c.reports));
-	metrics_family(b, "sluice_control_sync_hello_refused_total", "counter",
-		       "Hellos whose node_id did not match the client certificate");
-	metrics_sample_u64(b, "sluice_control_sync_hello_refused_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_sync_nacks_total", "counter",
+			   "Versions refused by nodes",
+			   load(&f->c.nacks));
+	metrics_scalar_u64(b, "sluice_control_sync_reports_total", "counter",
+			   "NodeReports received",
+			   load(&f->c.reports));
+	metrics_scalar_u64(b, "sluice_control_sync_hello_refused_total", "counter",
+			   "Hellos whose node_id did not match the client certificate",
 			   load(&f->c.hello_refused));
-	metrics_family(b, "sluice_control_connected_nodes", "gauge",
-		       "Nodes with a Sync stream on this replica");
-	metrics_sample_u64(b, "sluice_control_connected_nodes", NULL, connected);
-	metrics_family(b, "sluice_control_versions_applied_total", "counter",
-		       "Ruleset versions taken from the etcd watch");
-	metrics_sample_u64(b, "sluice_control_versions_applied_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_connected_nodes", "gauge",
+			   "Nodes with a Sync stream on this replica",
+			   connected);
+	metrics_scalar_u64(b, "sluice_control_versions_applied_total", "counter",
+			   "Ruleset versions taken from the etcd watch",
 			   load(&f->c.versions_applied));
-	metrics_family(b, "sluice_control_reloads_total", "counter",
-		       "Full re-reads from etcd (compaction past the watch, inconsistent events)");
-	metrics_sample_u64(b, "sluice_control_reloads_total", NULL, load(&f->c.reloads));
-	metrics_family(b, "sluice_control_sync_bodies_built_total", "counter",
-		       "Delta and snapshot encodings built (each shared by every stream needing it)");
-	metrics_sample_u64(b, "sluice_control_sync_bodies_built_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_reloads_total", "counter",
+			   "Full re-reads from etcd (compaction past the watch, "
+			   "inconsistent events)",
+			   load(&f->c.reloads));
+	metrics_scalar_u64(b, "sluice_control_sync_bodies_built_total", "counter",
+			   "Delta and snapshot encodings built "
+			   "(each shared by every stream needing it)",
 			   load(&f->c.bodies_built));
-	metrics_family(b, "sluice_control_registry_writes_total", "counter",
-		       "Node registry writes to etcd");
-	metrics_sample_u64(b, "sluice_control_registry_writes_total", NULL, load(&f->c.reg_writes));
-	metrics_family(b, "sluice_control_registry_write_errors_total", "counter",
-		       "Node registry writes that failed (retried)");
-	metrics_sample_u64(b, "sluice_control_registry_write_errors_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_registry_writes_total", "counter",
+			   "Node registry writes to etcd",
+			   load(&f->c.reg_writes));
+	metrics_scalar_u64(b, "sluice_control_registry_write_errors_total", "counter",
+			   "Node registry writes that failed (retried)",
 			   load(&f->c.reg_write_errors));
-	metrics_family(b, "sluice_control_registry_superseded_total", "counter",
-		       "Streams ended because their node connected to another replica");
-	metrics_sample_u64(b, "sluice_control_registry_superseded_total", NULL,
+	metrics_scalar_u64(b, "sluice_control_registry_superseded_total", "counter",
+			   "Streams ended because their node connected to another replica",
 			   load(&f->c.reg_superseded));
-	metrics_family(b, "sluice_control_registry_lease_held", "gauge",
-		       "1 while this replica holds its registry lease");
-	metrics_sample_u64(b, "sluice_control_registry_lease_held", NULL, lease);
+	metrics_scalar_u64(b, "sluice_control_registry_lease_held", "gauge",
+			   "1 while this replica holds its registry lease",
+			   lease);
 	metrics_family(b, "sluice_control_watch_dropped_total", "counter",
 		       "Fleet watch messages dropped for slow subscribers");
 	metrics_sample_u64(b, "sluice_control_watch_dropped_total", nodes_l,

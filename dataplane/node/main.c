@@ -355,14 +355,14 @@ static void tls_metrics(struct node *n, struct metrics_buf *b)
 	struct tls_stats st;
 
 	tls_ctx_stats(n->tls, &st);
-	metrics_family(b, "sluice_tls_kernel_ulp", "gauge",
-		       "1 when this kernel accepts the TLS ULP (kTLS possible)");
-	metrics_sample_u64(b, "sluice_tls_kernel_ulp", NULL, tls_kernel_has_ulp());
-	metrics_family(b, "sluice_tls_handshakes_total", "counter", "Completed TLS handshakes");
-	metrics_sample_u64(b, "sluice_tls_handshakes_total", NULL, st.handshakes);
-	metrics_family(b, "sluice_tls_handshake_failures_total", "counter",
-		       "Failed TLS handshakes");
-	metrics_sample_u64(b, "sluice_tls_handshake_failures_total", NULL, st.handshake_failures);
+	metrics_scalar_u64(b, "sluice_tls_kernel_ulp", "gauge",
+			   "1 when this kernel accepts the TLS ULP (kTLS possible)",
+			   tls_kernel_has_ulp());
+	metrics_scalar_u64(b, "sluice_tls_handshakes_total", "counter", "Completed TLS handshakes",
+			   st.handshakes);
+	metrics_scalar_u64(b, "sluice_tls_handshake_failures_total", "counter",
+			   "Failed TLS handshakes",
+			   st.handshake_failures);
 	metrics_family(b, "sluice_tls_connections_total", "counter",
 		       "TLS connections by record path after the handshake");
 	for (int i = 0; i < TLS_PATH__COUNT; i++) {
@@ -370,9 +370,9 @@ static void tls_metrics(struct node *n, struct metrics_buf *b)
 
 		metrics_sample_u64(b, "sluice_tls_connections_total", labels, st.path[i]);
 	}
-	metrics_family(b, "sluice_tls_refused_no_ktls_total", "counter",
-		       "Connections refused because ktls_required and no offload");
-	metrics_sample_u64(b, "sluice_tls_refused_no_ktls_total", NULL, st.refused_no_ktls);
+	metrics_scalar_u64(b, "sluice_tls_refused_no_ktls_total", "counter",
+			   "Connections refused because ktls_required and no offload",
+			   st.refused_no_ktls);
 	metrics_family(b, "sluice_tls_reloads_total", "counter",
 		       "Certificate reloads by result");
 	metrics_sample_u64(b, "sluice_tls_reloads_total",
@@ -393,14 +393,14 @@ static void node_metrics(void *arg, struct metrics_buf *b)
 			   (const char *const[]){ "node_id", n->cfg.node_id, "version",
 						  SLUICE_VERSION, NULL },
 			   1);
-	metrics_family(b, "sluice_node_start_time_seconds", "gauge",
-		       "Start time of the process since the Unix epoch");
-	metrics_sample(b, "sluice_node_start_time_seconds", NULL, n->start_unix_s);
-	metrics_family(b, "sluice_node_uptime_seconds", "gauge", "Seconds since the process started");
-	metrics_sample(b, "sluice_node_uptime_seconds", NULL,
+	metrics_scalar(b, "sluice_node_start_time_seconds", "gauge",
+		       "Start time of the process since the Unix epoch",
+		       n->start_unix_s);
+	metrics_scalar(b, "sluice_node_uptime_seconds", "gauge",
+		       "Seconds since the process started",
 		       timespec_s(&now) - timespec_s(&n->start_mono));
-	metrics_family(b, "sluice_node_ready", "gauge", "1 when /readyz answers 200");
-	metrics_sample_u64(b, "sluice_node_ready", NULL, node_not_ready(n) == NULL);
+	metrics_scalar_u64(b, "sluice_node_ready", "gauge", "1 when /readyz answers 200",
+			   node_not_ready(n) == NULL);
 
 	snapshot_read_lock();
 	s = snapshot_cell_get(n->cell);
@@ -424,18 +424,16 @@ static void node_metrics(void *arg, struct metrics_buf *b)
 	metrics_sample_u64(b, "sluice_policy_reloads_total",
 			   (const char *const[]){ "result", "failed", NULL },
 			   atomic_load(&n->reloads_failed));
-	metrics_family(b, "sluice_policy_last_reload_success_timestamp_seconds", "gauge",
-		       "When a policy last loaded successfully, since the Unix epoch");
-	metrics_sample(b, "sluice_policy_last_reload_success_timestamp_seconds", NULL,
+	metrics_scalar(b, "sluice_policy_last_reload_success_timestamp_seconds", "gauge",
+		       "When a policy last loaded successfully, since the Unix epoch",
 		       atomic_load(&n->last_reload_ok_unix_s));
-	metrics_family(b, "sluice_policy_snapshot_swaps_total", "counter",
-		       "Snapshots published to the workers");
-	metrics_sample_u64(b, "sluice_policy_snapshot_swaps_total", NULL, atomic_load(&n->swaps));
-	metrics_family(b, "sluice_limiter_buckets", "gauge", "Live rate-limit buckets");
-	metrics_sample_u64(b, "sluice_limiter_buckets", NULL, limiter_count(n->limiter));
-	metrics_family(b, "sluice_limiter_buckets_swept_total", "counter",
-		       "Idle rate-limit buckets reclaimed");
-	metrics_sample_u64(b, "sluice_limiter_buckets_swept_total", NULL,
+	metrics_scalar_u64(b, "sluice_policy_snapshot_swaps_total", "counter",
+			   "Snapshots published to the workers",
+			   atomic_load(&n->swaps));
+	metrics_scalar_u64(b, "sluice_limiter_buckets", "gauge", "Live rate-limit buckets",
+			   limiter_count(n->limiter));
+	metrics_scalar_u64(b, "sluice_limiter_buckets_swept_total", "counter",
+			   "Idle rate-limit buckets reclaimed",
 			   atomic_load(&n->buckets_swept));
 	if (n->tls)
 		tls_metrics(n, b);

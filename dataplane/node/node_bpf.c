@@ -585,9 +585,9 @@ void node_bpf_metrics(struct node_bpf *nb, struct metrics_buf *b)
 	struct node_bpf_counters c;
 
 	node_bpf_counters(nb, &c);
-	metrics_family(b, "sluice_bpf_attached", "gauge",
-		       "1 when the TC ingress program is loaded and attached");
-	metrics_sample_u64(b, "sluice_bpf_attached", NULL, c.attached);
+	metrics_scalar_u64(b, "sluice_bpf_attached", "gauge",
+			   "1 when the TC ingress program is loaded and attached",
+			   c.attached);
 	metrics_family(b, "sluice_bpf_packets_total", "counter",
 		       "Packets seen by the TC ingress program, by reason and verdict");
 	for (unsigned i = 1; i < CLIENT_REASON_MAX; i++) {
@@ -607,9 +607,9 @@ void node_bpf_metrics(struct node_bpf *nb, struct metrics_buf *b)
 			metrics_sample_u64(b, "sluice_bpf_events_total", labels,
 					   c.events_by_reason[i]);
 	}
-	metrics_family(b, "sluice_bpf_events_lost_total", "counter",
-		       "Events the program could not queue (ring full)");
-	metrics_sample_u64(b, "sluice_bpf_events_lost_total", NULL, c.events_lost);
+	metrics_scalar_u64(b, "sluice_bpf_events_lost_total", "counter",
+			   "Events the program could not queue (ring full)",
+			   c.events_lost);
 	metrics_family(b, "sluice_bpf_syncs_total", "counter", "Policy snapshots written to the maps");
 	{
 		const char *ok[] = {"result", "ok", NULL}, *bad[] = {"result", "error", NULL};
@@ -625,25 +625,25 @@ void node_bpf_metrics(struct node_bpf *nb, struct metrics_buf *b)
 		metrics_sample_u64(b, "sluice_bpf_map_writes_total", up, c.map_updates);
 		metrics_sample_u64(b, "sluice_bpf_map_writes_total", del, c.map_deletes);
 	}
-	metrics_family(b, "sluice_bpf_kernel_clients", "gauge",
-		       "Clients whose limit the kernel enforces");
-	metrics_sample_u64(b, "sluice_bpf_kernel_clients", NULL, c.kernel_clients);
-	metrics_family(b, "sluice_escalation_rejects_total", "counter",
-		       "Proxy rejections (403, 429) counted for escalation");
-	metrics_sample_u64(b, "sluice_escalation_rejects_total", NULL, c.rejects);
-	metrics_family(b, "sluice_escalation_escalations_total", "counter",
-		       "Sources put on the kernel deny list with a TTL");
-	metrics_sample_u64(b, "sluice_escalation_escalations_total", NULL, c.escalations);
-	metrics_family(b, "sluice_escalation_failures_total", "counter",
-		       "Escalations the kernel refused (deny trie full...)");
-	metrics_sample_u64(b, "sluice_escalation_failures_total", NULL, c.escalation_failures);
-	metrics_family(b, "sluice_escalation_evictions_total", "counter",
-		       "Tracked sources dropped because the table was full");
-	metrics_sample_u64(b, "sluice_escalation_evictions_total", NULL, c.escalation_evictions);
-	metrics_family(b, "sluice_escalation_tracked_sources", "gauge",
-		       "Sources in the escalation table");
-	metrics_sample_u64(b, "sluice_escalation_tracked_sources", NULL, c.tracked_sources);
-	metrics_family(b, "sluice_escalation_expired_total", "counter",
-		       "Expired escalations deleted from the kernel deny lists");
-	metrics_sample_u64(b, "sluice_escalation_expired_total", NULL, c.deny_expired);
+	metrics_scalar_u64(b, "sluice_bpf_kernel_clients", "gauge",
+			   "Clients whose limit the kernel enforces",
+			   c.kernel_clients);
+	metrics_scalar_u64(b, "sluice_escalation_rejects_total", "counter",
+			   "Proxy rejections (403, 429) counted for escalation",
+			   c.rejects);
+	metrics_scalar_u64(b, "sluice_escalation_escalations_total", "counter",
+			   "Sources put on the kernel deny list with a TTL",
+			   c.escalations);
+	metrics_scalar_u64(b, "sluice_escalation_failures_total", "counter",
+			   "Escalations the kernel refused (deny trie full...)",
+			   c.escalation_failures);
+	metrics_scalar_u64(b, "sluice_escalation_evictions_total", "counter",
+			   "Tracked sources dropped because the table was full",
+			   c.escalation_evictions);
+	metrics_scalar_u64(b, "sluice_escalation_tracked_sources", "gauge",
+			   "Sources in the escalation table",
+			   c.tracked_sources);
+	metrics_scalar_u64(b, "sluice_escalation_expired_total", "counter",
+			   "Expired escalations deleted from the kernel deny lists",
+			   c.deny_expired);
 }

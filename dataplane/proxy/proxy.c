@@ -541,13 +541,13 @@ static void client_metrics(const struct proxy *p, struct metrics_buf *b)
 		}
 	}
 	free(c);
-	metrics_family(b, "sluice_proxy_clients_counted", "gauge",
-		       "Distinct clients with per-client counters (all, not only those shown).");
-	metrics_sample_u64(b, "sluice_proxy_clients_counted", NULL, sum.clients);
-	metrics_family(b, "sluice_proxy_client_overflow_total", "counter",
-		       "Decisions of identified clients not counted per client: the worker's "
-		       "client table was full (proxy max_clients).");
-	metrics_sample_u64(b, "sluice_proxy_client_overflow_total", NULL, sum.overflow);
+	metrics_scalar_u64(b, "sluice_proxy_clients_counted", "gauge",
+			   "Distinct clients with per-client counters (all, not only those shown).",
+			   sum.clients);
+	metrics_scalar_u64(b, "sluice_proxy_client_overflow_total", "counter",
+			   "Decisions of identified clients not counted per client: the worker's "
+			   "client table was full (proxy max_clients).",
+			   sum.overflow);
 }
 
 void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
@@ -592,12 +592,10 @@ void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
 		       "From the first byte of a request head to the last byte of its response.");
 	metrics_histogram_render(b, "sluice_proxy_request_duration_seconds", NULL, &p->latency);
 
-	metrics_family(b, "sluice_proxy_connections_open", "gauge", "Client connections open.");
-	metrics_sample_u64(b, "sluice_proxy_connections_open", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_connections_open", "gauge", "Client connections open.",
 			   atomic_load_explicit(&p->conns_open, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_connections_accepted_total", "counter",
-		       "Client connections accepted and served.");
-	metrics_sample_u64(b, "sluice_proxy_connections_accepted_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_connections_accepted_total", "counter",
+			   "Client connections accepted and served.",
 			   atomic_load_explicit(&p->conns_accepted, memory_order_relaxed));
 	metrics_family(b, "sluice_proxy_connections_refused_total", "counter",
 		       "Client connections closed at once: the global cap was reached, or TLS "
@@ -612,26 +610,21 @@ void proxy_metrics(const struct proxy *p, struct metrics_buf *b)
 		metrics_sample_u64(b, "sluice_proxy_connections_refused_total", tls_labels,
 				   atomic_load_explicit(&p->conns_refused_tls, memory_order_relaxed));
 	}
-	metrics_family(b, "sluice_proxy_timeouts_total", "counter",
-		       "Connections or requests ended by a header, body, idle, send or upstream timeout.");
-	metrics_sample_u64(b, "sluice_proxy_timeouts_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_timeouts_total", "counter",
+			   "Connections or requests ended by a header, body, idle, send or "
+			   "upstream timeout.",
 			   atomic_load_explicit(&p->conns_timed_out, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_upstream_connects_total", "counter",
-		       "New upstream connections opened.");
-	metrics_sample_u64(b, "sluice_proxy_upstream_connects_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_upstream_connects_total", "counter",
+			   "New upstream connections opened.",
 			   atomic_load_explicit(&p->up_connects, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_upstream_reuses_total", "counter",
-		       "Requests sent on a pooled keep-alive upstream connection.");
-	metrics_sample_u64(b, "sluice_proxy_upstream_reuses_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_upstream_reuses_total", "counter",
+			   "Requests sent on a pooled keep-alive upstream connection.",
 			   atomic_load_explicit(&p->up_reuses, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_upstream_errors_total", "counter",
-		       "Upstream exchanges that failed (502, 503, 504 or a cut response).");
-	metrics_sample_u64(b, "sluice_proxy_upstream_errors_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_upstream_errors_total", "counter",
+			   "Upstream exchanges that failed (502, 503, 504 or a cut response).",
 			   atomic_load_explicit(&p->up_errors, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_access_log_dropped_total", "counter",
-		       "Access log lines dropped because the log could not keep up.");
-	metrics_sample_u64(b, "sluice_proxy_access_log_dropped_total", NULL,
+	metrics_scalar_u64(b, "sluice_proxy_access_log_dropped_total", "counter",
+			   "Access log lines dropped because the log could not keep up.",
 			   atomic_load_explicit(&p->log_dropped, memory_order_relaxed));
-	metrics_family(b, "sluice_proxy_workers", "gauge", "Worker threads.");
-	metrics_sample_u64(b, "sluice_proxy_workers", NULL, p->n_workers);
+	metrics_scalar_u64(b, "sluice_proxy_workers", "gauge", "Worker threads.", p->n_workers);
 }

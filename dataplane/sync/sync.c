@@ -876,36 +876,36 @@ void sync_metrics(const struct sync *s, struct metrics_buf *b)
 {
 	struct sync *m = (struct sync *)s; /* atomics: loads only */
 
-	metrics_family(b, "sluice_sync_connected", "gauge",
-		       "1 while a sync stream to a control plane is open");
-	metrics_sample_u64(b, "sluice_sync_connected", NULL, atomic_load(&m->connected));
-	metrics_family(b, "sluice_sync_version", "gauge",
-		       "Version last applied from the control plane (or loaded at start-up)");
-	metrics_sample_u64(b, "sluice_sync_version", NULL, atomic_load(&m->version));
-	metrics_family(b, "sluice_sync_acks_total", "counter", "Pushes applied and acknowledged");
-	metrics_sample_u64(b, "sluice_sync_acks_total", NULL, atomic_load(&m->acks));
-	metrics_family(b, "sluice_sync_nacks_total", "counter",
-		       "Pushes refused (invalid, or not starting at the node's version)");
-	metrics_sample_u64(b, "sluice_sync_nacks_total", NULL, atomic_load(&m->nacks));
-	metrics_family(b, "sluice_sync_applied_total", "counter", "Snapshots published by the agent");
-	metrics_sample_u64(b, "sluice_sync_applied_total", NULL, atomic_load(&m->applied));
-	metrics_family(b, "sluice_sync_connects_total", "counter", "Sync streams opened");
-	metrics_sample_u64(b, "sluice_sync_connects_total", NULL, atomic_load(&m->connects));
-	metrics_family(b, "sluice_sync_connect_failures_total", "counter",
-		       "Endpoints that did not become ready in time");
-	metrics_sample_u64(b, "sluice_sync_connect_failures_total", NULL,
+	metrics_scalar_u64(b, "sluice_sync_connected", "gauge",
+			   "1 while a sync stream to a control plane is open",
+			   atomic_load(&m->connected));
+	metrics_scalar_u64(b, "sluice_sync_version", "gauge",
+			   "Version last applied from the control plane (or loaded at start-up)",
+			   atomic_load(&m->version));
+	metrics_scalar_u64(b, "sluice_sync_acks_total", "counter",
+			   "Pushes applied and acknowledged",
+			   atomic_load(&m->acks));
+	metrics_scalar_u64(b, "sluice_sync_nacks_total", "counter",
+			   "Pushes refused (invalid, or not starting at the node's version)",
+			   atomic_load(&m->nacks));
+	metrics_scalar_u64(b, "sluice_sync_applied_total", "counter",
+			   "Snapshots published by the agent",
+			   atomic_load(&m->applied));
+	metrics_scalar_u64(b, "sluice_sync_connects_total", "counter", "Sync streams opened",
+			   atomic_load(&m->connects));
+	metrics_scalar_u64(b, "sluice_sync_connect_failures_total", "counter",
+			   "Endpoints that did not become ready in time",
 			   atomic_load(&m->connect_failures));
-	metrics_family(b, "sluice_sync_reconnects_total", "counter",
-		       "Connection attempts after the first");
-	metrics_sample_u64(b, "sluice_sync_reconnects_total", NULL, atomic_load(&m->reconnects));
-	metrics_family(b, "sluice_sync_reports_total", "counter", "NodeReports queued on the stream");
-	metrics_sample_u64(b, "sluice_sync_reports_total", NULL, atomic_load(&m->reports));
-	metrics_family(b, "sluice_sync_persist_failures_total", "counter",
-		       "State-file writes that failed");
-	metrics_sample_u64(b, "sluice_sync_persist_failures_total", NULL,
+	metrics_scalar_u64(b, "sluice_sync_reconnects_total", "counter",
+			   "Connection attempts after the first",
+			   atomic_load(&m->reconnects));
+	metrics_scalar_u64(b, "sluice_sync_reports_total", "counter",
+			   "NodeReports queued on the stream",
+			   atomic_load(&m->reports));
+	metrics_scalar_u64(b, "sluice_sync_persist_failures_total", "counter",
+			   "State-file writes that failed",
 			   atomic_load(&m->persist_failures));
-	metrics_family(b, "sluice_sync_last_applied_timestamp_seconds", "gauge",
-		       "When the agent last published a version, since the Unix epoch");
-	metrics_sample(b, "sluice_sync_last_applied_timestamp_seconds", NULL,
+	metrics_scalar(b, "sluice_sync_last_applied_timestamp_seconds", "gauge",
+		       "When the agent last published a version, since the Unix epoch",
 		       atomic_load(&m->last_applied_unix_s));
 }

@@ -131,6 +131,21 @@ Test(metrics_sample, without_labels)
 	metrics_buf_done(&b);
 }
 
+Test(metrics_sample, scalar_is_a_family_with_one_sample)
+{
+	struct metrics_buf b;
+
+	metrics_buf_init(&b);
+	metrics_scalar_u64(&b, "sluice_reloads_total", "counter", "Reloads", 7);
+	metrics_scalar(&b, "sluice_last_seconds", "gauge", NULL, 1.5);
+	cr_assert_str_eq(b.data, "# HELP sluice_reloads_total Reloads\n"
+				 "# TYPE sluice_reloads_total counter\n"
+				 "sluice_reloads_total 7\n"
+				 "# TYPE sluice_last_seconds gauge\n"
+				 "sluice_last_seconds 1.5\n");
+	metrics_buf_done(&b);
+}
+
 Test(metrics_sample, with_labels_in_order)
 {
 	struct metrics_buf b;

@@ -34,8 +34,9 @@
  */
 #include "pbjson.h"
 
+#include "fileio.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -48,8 +49,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -1362,9 +1361,8 @@ int pbjson_decode_file(const ProtobufCMessageDescriptor *desc, const char *path,
 {
 	char inner[PBJSON_ERR_LEN];
 	char *buf = NULL;
-	size_t len = 0, cap;
-	struct stat st;
-	int fd, r;
+	size_t len = 0;
+	int r;
 
 	if (err)
 		err[0] = '\0';
@@ -1372,65 +1370,18 @@ int pbjson_decode_file(const ProtobufCMessageDescriptor *desc, const char *path,
 		err_set(err, "invalid arguments");
 		return -EINVAL;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		goto out_io_error;
+	r = fileio_read(path, PBJSON_MAX_FILE_BYTES, &buf, &len);
+	if (r == -EFBIG) {
+		err_set(err, "'%s': larger than 256 MiB", path);
+		return r;
 	}
-	if (S_ISDIR(st.st_mode)) {
-		r = -EISDIR;
-		goto out_io_error;
+	if (r < 0) {
+		err_set(err, "'%s': %s", path, strerror(-r));
+		return r;
 	}
-	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > PBJSON_MAX_FILE_BYTES) {
-		r = -EFBIG;
-		goto out_io_error;
-	}
-	/* st_size is only a hint (pipes and /proc say 0): read until EOF, one
-	 * spare byte so a regular file needs no second allocation. */
-	cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 64 * 1024;
-	for (;;) {
-		ssize_t n;
-
-		if (len == cap || !buf) {
-			size_t ncap = buf ? cap * 2 : cap;
-			char *nb = realloc(buf, ncap);
-
-			if (!nb) {
-				r = -ENOMEM;
-				goto out_io_error;
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out_io_error;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > PBJSON_MAX_FILE_BYTES) {
-			r = -EFBIG;
-			goto out_io_error;
-		}
-	}
-
 	r = pbjson_decode(desc, buf, len, inner, ret);
 	if (r < 0)
 		err_set(err, "'%s': %s", path, inner);
-	goto out_close;
-
-out_io_error:
-	if (r == -EFBIG)
-		err_set(err, "'%s': larger than 256 MiB", path);
-	else
-		err_set(err, "'%s': %s", path, strerror(-r));
-out_close:
-	if (fd >= 0)
-		close(fd);
 	free(buf);
 	return r;
 }

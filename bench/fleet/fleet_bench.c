@@ -45,6 +45,7 @@
 #include <grpc/support/time.h>
 
 #include "bench_record.h"
+#include "fileio.h"
 #include "etcd_helper.h"
 #include "fleet_sim.h"
 #include "sluice/v1/admin.pb-c.h"
@@ -98,26 +99,6 @@ static void sleep_ms(unsigned ms)
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-}
-
-/* The whole file as a string; NULL if unreadable. */
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-		buf[n] = '\0';
-	} else {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
 }
 
 /* Runs argv and waits for it (the caller bounds it with timeout(1)).
@@ -383,9 +364,9 @@ static int admin_client_open(const struct bench *b, struct admin_client *a, int 
 
 	grpc_init();
 	if (b->tls) {
-		char *ca = slurp(b->ca);
+		char *ca = NULL;
 
-		if (!ca)
+		if (fileio_read(b->ca, 1u << 20, &ca, NULL) < 0)
 			return -ENOENT;
 		creds = grpc_ssl_credentials_create(ca, NULL, NULL, NULL);
 		free(ca);

@@ -27,6 +27,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "fileio.h"
 #include "sluice/v1/sync.pb-c.h"
 
 #define HIST 16                 /* receive times kept per node */
@@ -387,33 +388,13 @@ static void *queue_thread(void *arg)
 	return NULL;
 }
 
-/* The whole file as a string; NULL with errno. */
+/* The whole file as a string (certificates and keys: 1 MiB at most);
+ * NULL when it cannot be read. */
 static char *slurp(const char *path)
 {
-	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
-	size_t cap = 0, len = 0, r;
 
-	if (!f)
-		return NULL;
-	do {
-		if (len + 4096 + 1 > cap) {
-			char *nb = realloc(buf, cap = 2 * cap + 8192);
-
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				errno = ENOMEM;
-				return NULL;
-			}
-			buf = nb;
-		}
-		r = fread(buf + len, 1, 4096, f);
-		len += r;
-	} while (r > 0);
-	fclose(f);
-	buf[len] = '\0';
-	return buf;
+	return fileio_read(path, 1u << 20, &buf, NULL) == 0 ? buf : NULL;
 }
 
 /* Credentials of one node: its own certificate under mTLS. */

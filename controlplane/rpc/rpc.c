@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "rpc_internal.h"
 
@@ -322,50 +323,15 @@ static void live_done(struct rpc_server *s)
 
 /* ---- files and credentials ----------------------------------------------------- */
 
-/* Whole file as a NUL-terminated string. NULL + errno. */
+/* Whole file as a NUL-terminated string; NULL (errno set) when it cannot
+ * be read or holds more than max_len bytes. */
 static char *read_file(const char *path, size_t max_len)
 {
-	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
-	size_t len = 0, cap = 0;
+	int r = fileio_read(path, max_len, &buf, NULL);
 
-	if (!f)
-		return NULL;
-	for (;;) {
-		size_t n;
-
-		if (cap - len < 4096) {
-			char *nb;
-
-			cap = cap ? cap * 2 : 8192;
-			nb = realloc(buf, cap + 1);
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				errno = ENOMEM;
-				return NULL;
-			}
-			buf = nb;
-		}
-		n = fread(buf + len, 1, cap - len, f);
-		len += n;
-		if (len > max_len) {
-			free(buf);
-			fclose(f);
-			errno = EFBIG;
-			return NULL;
-		}
-		if (n == 0)
-			break;
-	}
-	if (ferror(f)) {
-		free(buf);
-		fclose(f);
-		errno = EIO;
-		return NULL;
-	}
-	fclose(f);
-	buf[len] = '\0';
+	if (r < 0)
+		errno = -r;
 	return buf;
 }
 

@@ -31,6 +31,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "policy_wire.h"
 #include "sync_internal.h"
@@ -132,47 +133,6 @@ static uint64_t rnd(struct sync *s)
 	return s->rng * 2685821657736338717ull;
 }
 
-static int read_pem(const char *path, char **out)
-{
-	struct stat st;
-	char *buf;
-	ssize_t n;
-	size_t got = 0;
-	int fd, r = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || st.st_size > PEM_MAX_BYTES) {
-		r = st.st_size > PEM_MAX_BYTES ? -EFBIG : -errno;
-		close(fd);
-		return r;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			break;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	if (r < 0) {
-		free(buf);
-		return r;
-	}
-	buf[got] = '\0';
-	*out = buf;
-	return 0;
-}
-
 int sync_new(const struct sync_config *cfg, struct sync **ret)
 {
 	struct sync *s;
@@ -200,11 +160,11 @@ int sync_new(const struct sync_config *cfg, struct sync **ret)
 	if (!s->cfg.keepalive_ms)
 		s->cfg.keepalive_ms = DEFAULT_KEEPALIVE_MS;
 	if (!cfg->plaintext) {
-		if ((r = read_pem(cfg->ca_file, &s->pem_roots)) < 0)
+		if ((r = fileio_read(cfg->ca_file, PEM_MAX_BYTES, &s->pem_roots, NULL)) < 0)
 			which = cfg->ca_file;
-		else if ((r = read_pem(cfg->cert_file, &s->pem_cert)) < 0)
+		else if ((r = fileio_read(cfg->cert_file, PEM_MAX_BYTES, &s->pem_cert, NULL)) < 0)
 			which = cfg->cert_file;
-		else if ((r = read_pem(cfg->key_file, &s->pem_key)) < 0)
+		else if ((r = fileio_read(cfg->key_file, PEM_MAX_BYTES, &s->pem_key, NULL)) < 0)
 			which = cfg->key_file;
 		if (which) {
 			log_error("Failed to read a sync TLS file", "file=%s error=%s",

@@ -159,6 +159,20 @@ static struct memo_ent *memo_store(struct memo *m, uint64_t uid, uint64_t h, con
 	return e;
 }
 
+uint64_t decision_client_hint(const char *key, size_t len)
+{
+	uint64_t h = snapshot_client_key_hash(key, len);
+	struct memo *m = tl_memo;
+
+	if (m && len <= MEMO_KEY_MAX) {
+		/* Both ways: memo_find reads the second when the first is
+		 * another key. */
+		__builtin_prefetch(memo_set(m, h));
+		__builtin_prefetch(memo_set(m, h) + 1);
+	}
+	return h;
+}
+
 int decision_http_status(enum decision_verdict v)
 {
 	switch (v) {
@@ -213,6 +227,7 @@ struct who {
 	const struct snapshot_limit *own; /* its own limit (or the default); NULL: none */
 	uint64_t own_key;                 /* bucket of `own` */
 	uint32_t *own_slot;               /* where own_key's limiter hint is kept */
+	uint64_t key_hash;                /* of the request's client key */
 	bool disabled;
 };
 
@@ -318,7 +333,9 @@ static void find_client(const struct snapshot *s, const struct policy_settings *
 
 	w->own_slot = spare_slot;
 	if (req->client_key) {
-		h = snapshot_client_key_hash(req->client_key, req->client_key_len);
+		h = req->client_key_hash ? req->client_key_hash
+					 : snapshot_client_key_hash(req->client_key, req->client_key_len);
+		w->key_hash = h;
 		if (req->client_key_len <= MEMO_KEY_MAX && (m = memo_get())) {
 			uid = snapshot_uid(s);
 			e = memo_find(m, uid, h, req->client_key, req->client_key_len);
@@ -353,7 +370,7 @@ static void find_client(const struct snapshot *s, const struct policy_settings *
 }
 
 /* shadow[] is not cleared: only its first shadow_rejects entries count. */
-_Static_assert(sizeof(struct decision) == 112 + sizeof(((struct decision *)0)->shadow),
+_Static_assert(sizeof(struct decision) == 120 + sizeof(((struct decision *)0)->shadow),
 	       "decision_eval clears every field: add new ones there");
 
 void decision_eval(const struct snapshot *s, struct limiter *lim,
@@ -383,6 +400,7 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 	out->shadow_rejects = 0;
 	out->limiter_full = 0;
 	out->delay_ns = 0;
+	out->client_key_hash = 0;
 	/* The client and its first bucket are the reads most likely to miss
 	 * the cache, each depending on the one before: start them first, so
 	 * the route and access checks below run while they are on their way.
@@ -426,6 +444,7 @@ void decision_eval(const struct snapshot *s, struct limiter *lim,
 
 	if (w.res) {
 		out->client = w.res;
+		out->client_key_hash = w.key_hash;
 		if (w.disabled) {
 			out->verdict = DECISION_ALLOW;
 			return;

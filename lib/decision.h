@@ -27,6 +27,9 @@ struct decision_request {
 	size_t method_len;
 	const char *client_key;  /* client-id header value; NULL when absent */
 	size_t client_key_len;
+	/* decision_client_hint(client_key, client_key_len) when the caller
+	 * already has it; 0: decision_eval hashes the key itself. */
+	uint64_t client_key_hash;
 	struct cidr_addr source;
 };
 
@@ -57,10 +60,20 @@ struct decision {
 	const struct policy_res *shadow[DECISION_MAX_SHADOW];
 	unsigned limiter_full;    /* checks skipped: bucket table at its cap */
 	uint64_t delay_ns;        /* pace the request (leaky buckets) */
+	/* When client is set: the hash of the key that named it (what
+	 * decision_client_hint returns), a stable per-key counter key that
+	 * costs no read of the client resource. */
+	uint64_t client_key_hash;
 };
 
 /* HTTP status for a verdict: 200, 403, 404, 405, 429. */
 int decision_http_status(enum decision_verdict v);
+
+/* The hash of a client-id value as decision_request.client_key_hash
+ * takes it. Also starts loading the calling thread's memo entry for the
+ * key, so a caller that knows the key early (right after parsing the
+ * head) overlaps that cache miss with its own work. No other effect. */
+uint64_t decision_client_hint(const char *key, size_t len);
 
 /* Evaluates one request at now_ns. Order: Settings.disabled (everything
  * allowed); global and route access lists; route (404); route methods

@@ -377,16 +377,15 @@ void proxy_ctable_insert(struct proxy_ctable *t, uint32_t i, uint64_t key, const
 /* One client's row while merging: the id stays in its worker's table
  * (written once before the row was published, never changed). */
 struct crow {
-	uint64_t key;
 	uint64_t n[PROXY_CLIENT__N];
 	const char *id;
 };
 
-static int crow_by_key(const void *a, const void *b)
+static int crow_by_id(const void *a, const void *b)
 {
 	const struct crow *x = a, *y = b;
 
-	return x->key < y->key ? -1 : x->key > y->key;
+	return strcmp(x->id, y->id);
 }
 
 static int crow_by_total(const void *a, const void *b)
@@ -426,17 +425,17 @@ int proxy_client_counters(const struct proxy *p, size_t top_n, struct proxy_clie
 			 * keeps rows[] in bounds whatever happens. */
 			if (!key || n - before == t->cap)
 				continue;
-			rows[n].key = key;
 			for (unsigned k = 0; k < PROXY_CLIENT__N; k++)
 				rows[n].n[k] = atomic_load_explicit(&s->n[k], memory_order_relaxed);
 			rows[n].id = t->ids[t->id_of[i]];
 			n++;
 		}
 	}
-	/* The same client on several workers: one row. */
-	qsort(rows, n, sizeof(*rows), crow_by_key);
+	/* The same client on several workers, or through several of its
+	 * keys (a table counts per key): one row. */
+	qsort(rows, n, sizeof(*rows), crow_by_id);
 	for (size_t i = 0; i < n; i++) {
-		if (m && rows[m - 1].key == rows[i].key) {
+		if (m && strcmp(rows[m - 1].id, rows[i].id) == 0) {
 			for (unsigned k = 0; k < PROXY_CLIENT__N; k++)
 				rows[m - 1].n[k] += rows[i].n[k];
 			continue;

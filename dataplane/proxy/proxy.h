@@ -47,7 +47,7 @@ struct proxy_config {
 	struct snapshot_cell *policy;
 	struct limiter *limiter;
 	int access_log_fd;               /* -1: no access log */
-	unsigned max_clients;            /* clients counted per worker (see
+	unsigned max_clients;            /* client keys counted per worker (see
 					  * proxy_client_counters); 0: 16384,
 					  * at most 1048576; ~200 bytes each,
 					  * resident only once used */

@@ -110,6 +110,13 @@ void proxy_ctable_done(struct proxy_ctable *t);
 /* The slow path of proxy_ctable_count: key absent, slot i empty. */
 void proxy_ctable_insert(struct proxy_ctable *t, uint32_t i, uint64_t key, const char *id,
 			 size_t id_len, unsigned outcome, bool shadow);
+/* Starts loading the slot key_hash would count in, for a caller that
+ * knows the key well before its decision is made. */
+static inline void proxy_ctable_prefetch(const struct proxy_ctable *t, uint64_t key_hash)
+{
+	__builtin_prefetch(&t->slots[(uint32_t)(key_hash ? key_hash : 1) & t->mask], 1);
+}
+
 /* Counts one decision for a client: outcome is PROXY_CLIENT_ALLOWED or
  * PROXY_CLIENT_REJECTED, shadow whether a SHADOW limit would have refused
  * the request. Worker thread only. */

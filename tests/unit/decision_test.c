@@ -189,6 +189,39 @@ Test(decision, identified_client_shares_its_bucket_across_sources)
 	snapshot_unref(s);
 }
 
+/* The key hash a caller passes in (from decision_client_hint) gives the
+ * same answers and bucket as decision_eval hashing the key itself, and the
+ * decision hands back that hash only when the key named a client. */
+Test(decision, client_hint_hash_is_the_one_decision_uses)
+{
+	struct snapshot *s = base();
+	struct decision d;
+	struct decision_request r = request("x", "GET", "/api/a", "k-acme", "10.0.0.1");
+	struct decision_request u = request("x", "GET", "/api/a", "nobody", "10.0.0.1");
+	uint64_t h = decision_client_hint("k-acme", 6);
+
+	cr_assert_eq(h, snapshot_client_key_hash("k-acme", 6));
+	cr_assert_neq(h, 0);
+	/* Three by the caller's hash, then two by decision_eval's own: one
+	 * bucket of burst 5. */
+	r.client_key_hash = h;
+	cr_assert_eq(allowed_of(s, &r, 3, S), 3);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.client_key_hash, h);
+	cr_assert_str_eq(d.client->id, "acme");
+	r.client_key_hash = 0;
+	cr_assert_eq(allowed_of(s, &r, 3, S), 1);
+	decision_eval(s, lim, &r, S, &d);
+	cr_assert_eq(d.verdict, DECISION_RATE_LIMITED);
+	cr_assert_eq(d.client_key_hash, h);
+	/* No client named: no hash. */
+	u.client_key_hash = decision_client_hint("nobody", 6);
+	decision_eval(s, lim, &u, S, &d);
+	cr_assert_null(d.client);
+	cr_assert_eq(d.client_key_hash, 0);
+	snapshot_unref(s);
+}
+
 Test(decision, unknown_client_gets_default_limit_per_source)
 {
 	struct snapshot *s = base();

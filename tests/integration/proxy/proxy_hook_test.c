@@ -26,6 +26,7 @@
 #include "fixture.h"
 #include "limiter.h"
 #include "proxy.h"
+#include "proxy_internal.h"
 #include "snapshot.h"
 
 /* ---- fixture ---- */
@@ -62,7 +63,7 @@ static void policy_setup(void)
 			       " \"action\": \"SHADOW\"}}");
 	res[n++] = fixture_res("{\"client\": {\"id\": \"c1\"}}");
 	res[n++] = fixture_res("{\"client\": {\"id\": \"c2\"}}");
-	res[n++] = fixture_res("{\"client\": {\"id\": \"c3\", \"keys\": [\"key-of-c3\"]}}");
+	res[n++] = fixture_res("{\"client\": {\"id\": \"c3\", \"keys\": [\"key-of-c3\", \"c3-alt\"]}}");
 	res[n++] = fixture_res("{\"accessList\": {\"id\": \"nolo\", \"deny\": [\"127.0.0.0/8\"]}}");
 	res[n++] = fixture_res("{\"upstream\": {\"id\": \"down\", \"endpoints\": [\"127.0.0.1:%u\"]}}",
 			       closed_port());
@@ -311,6 +312,28 @@ Test(proxy_hook, access_log_exactly_once_across_drain_two_workers)
 	drain_rounds(2);
 }
 
+/* Numbers in heads (Content-Length, RateLimit fields, the access log):
+ * every digit count and both ends of uint64_t, against printf. */
+Test(proxy_hook, fmt_u64_matches_printf)
+{
+	uint64_t p = 1;
+
+	for (int k = 0; k <= 20; k++) {
+		uint64_t vals[] = { p - 1, p, p + 1, p * 7 + 3, UINT64_MAX - p + 1 };
+
+		for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+			char want[32], got[32] = { 0 };
+			size_t n = proxy_fmt_u64(got, vals[i]);
+
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)vals[i]);
+			cr_assert_eq(n, strlen(want), "%s", want);
+			cr_assert_eq(memcmp(got, want, n), 0, "%s: got %.*s", want, (int)n, got);
+		}
+		if (k < 19)
+			p *= 10;
+	}
+}
+
 /* ---- per-client counters ---- */
 
 static void get_as(uint16_t port, const char *path, const char *client, int want)
@@ -405,6 +428,42 @@ Test(proxy_hook, client_counters_exact_with_cap_and_overflow)
 	cr_expect(strstr(b.data, "sluice_proxy_client_overflow_total 2\n"));
 	cr_expect(strstr(b.data, "sluice_proxy_clients_counted 2\n"));
 	metrics_buf_done(&b);
+	proxy_free(p);
+}
+
+/* Tables count per key presented: a client reached through two of its
+ * keys, on two workers, is still one row with every decision in it. */
+Test(proxy_hook, client_counters_merge_keys_of_one_client)
+{
+	struct proxy_config cfg = {
+		.workers = 2, .listen = "127.0.0.1:0", .policy = cell, .limiter = lim,
+		.access_log_fd = -1, .max_clients = 8,
+	};
+	struct proxy_client_summary sum;
+	struct proxy_client_count *c;
+	const struct proxy_client_count *r3;
+	struct proxy *p;
+	size_t n;
+	uint16_t port;
+
+	cr_assert(proxy_new(&cfg, &p) == 0);
+	cr_assert(proxy_start(p) == 0);
+	port = proxy_port(p, false);
+	/* New connections each: the kernel spreads them over both workers. */
+	for (int i = 0; i < 6; i++)
+		get_as(port, "/open", i % 3 ? "key-of-c3" : "c3-alt", 502);
+	get_as(port, "/sh", "c2", 502);
+	cr_assert(proxy_client_counters(p, 10, &c, &n, &sum) == 0);
+	cr_assert_eq(n, 2, "rows: %zu", n);
+	cr_expect_eq(sum.clients, 2);
+	cr_expect_eq(sum.overflow, 0);
+	r3 = row_of(c, n, "c3");
+	cr_assert_not_null(r3);
+	cr_expect_eq(r3->allowed, 6);
+	cr_expect_eq(r3->rejected, 0);
+	cr_expect_str_eq(c[0].client, "c3");
+	cr_expect_eq(row_of(c, n, "c2")->allowed, 1);
+	free(c);
 	proxy_free(p);
 }
 

@@ -75,14 +75,16 @@ struct proxy_ltable {
 void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t label_len, int code,
 		      uint64_t n);
 
-/* Per-client decision counters, one table per worker: a Client resource's
- * key_hash (policy_key_hash of its id, computed once when the snapshot was
- * built, so the request path hashes nothing) -> allowed, rejected, shadow.
+/* Per-client decision counters, one table per worker: the hash of the
+ * client key a request presented (decision_client_hint, computed once per
+ * request and also used for the decision's memo) -> allowed, rejected,
+ * shadow, with the client's id. A client reached through two of its keys
+ * has two entries, merged by id when read.
  * Open addressing over at least 2 x cap slots (a power of two), so a probe
  * finds its key or an empty slot within a few slots; at most `cap`
- * clients, later ones are counted in `overflow`; all memory is allocated
+ * keys, later ones are counted in `overflow`; all memory is allocated
  * by proxy_new, never on the request path. Keyed by the 64-bit hash alone:
- * two ids with the same hash (2^-64 per pair) would share a row. Entries
+ * two keys with the same hash (2^-64 per pair) would share a row. Entries
  * are never removed: the counters are cumulative, like a Prometheus
  * counter, also for clients the policy no longer has.
  * Owned by its worker, lives until proxy_free. The worker is the only
@@ -219,6 +221,31 @@ static inline void proxy_buf_add(struct proxy_buf *b, const void *s, size_t n)
 	b->len += n;
 	b->p[b->len] = '\0';
 }
+/* Room for at most n more bytes (and the NUL): where they go, or NULL
+ * once the buffer failed (no memory). The caller writes there and ends
+ * with proxy_buf_commit(). One check for a whole head instead of one per
+ * piece, and pieces of known size copied without a call. */
+static inline char *proxy_buf_room(struct proxy_buf *b, size_t n)
+{
+	if (b->len + n + 1 > b->cap || b->len == SIZE_MAX) {
+		if (proxy_buf_reserve(b, n) < 0)
+			return NULL;
+	}
+	return b->p + b->len;
+}
+/* Ends a write that began at proxy_buf_room(): end is one past its last byte. */
+static inline void proxy_buf_commit(struct proxy_buf *b, char *end)
+{
+	b->len = (size_t)(end - b->p);
+	*end = '\0';
+}
+/* Writers for such a room: put_str copies n bytes, PUT_LIT a literal. */
+static inline char *proxy_put(char *o, const void *s, size_t n)
+{
+	memcpy(o, s, n);
+	return o + n;
+}
+#define PROXY_PUT_LIT(o, lit) proxy_put((o), "" lit "", sizeof(lit) - 1)
 static inline void proxy_buf_str(struct proxy_buf *b, const char *s)
 {
 	proxy_buf_add(b, s, strlen(s));

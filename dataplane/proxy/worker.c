@@ -110,12 +110,8 @@ size_t proxy_fmt_u64(char *out, uint64_t v)
 	return sizeof(tmp) - n;
 }
 
-static char *put_str(char *o, const char *s, size_t n)
-{
-	memcpy(o, s, n);
-	return o + n;
-}
-#define PUT_LIT(o, lit) put_str((o), (lit), sizeof(lit) - 1)
+#define put_str proxy_put
+#define PUT_LIT PROXY_PUT_LIT
 
 void proxy_buf_u64(struct proxy_buf *b, uint64_t v)
 {
@@ -701,8 +697,8 @@ void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, boo
 	struct proxy_buf *b = &c->wbuf;
 	const char *reason = status_reason(status);
 	size_t rlen = strlen(reason);
-	char code[20];
-	size_t clen;
+	char code[20], *o;
+	size_t clen, elen;
 
 	proxy_conn_skip_body(c);
 	if (close || c->w->draining)
@@ -715,29 +711,33 @@ void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, boo
 	/* Head and the body "<status> <reason>\n" without printf: a 429 is
 	 * the whole work of a rejected request. */
 	clen = proxy_fmt_u64(code, (uint64_t)status);
+	elen = extra ? strlen(extra) : 0;
 	b->len = 0;
-	proxy_buf_add(b, "HTTP/1.1 ", 9);
-	proxy_buf_add(b, code, clen);
-	proxy_buf_add(b, " ", 1);
-	proxy_buf_add(b, reason, rlen);
-	proxy_buf_str(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-	proxy_buf_u64(b, clen + 1 + rlen + 1);
-	proxy_buf_add(b, "\r\n", 2);
-	if (extra)
-		proxy_buf_str(b, extra);
-	if (c->close_after)
-		proxy_buf_str(b, "Connection: close\r\n");
-	proxy_buf_add(b, "\r\n", 2);
-	if (!c->is_head_method) {
-		proxy_buf_add(b, code, clen);
-		proxy_buf_add(b, " ", 1);
-		proxy_buf_add(b, reason, rlen);
-		proxy_buf_add(b, "\n", 1);
-	}
-	if (PROXY_BUF_FAILED(b)) {
+	/* Fixed text ~110 bytes, the code and reason twice, the extra fields. */
+	o = proxy_buf_room(b, 160 + 2 * (clen + rlen) + elen);
+	if (!o) {
 		conn_close(c);
 		return;
 	}
+	o = PUT_LIT(o, "HTTP/1.1 ");
+	o = put_str(o, code, clen);
+	*o++ = ' ';
+	o = put_str(o, reason, rlen);
+	o = PUT_LIT(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+	o += proxy_fmt_u64(o, clen + 1 + rlen + 1);
+	o = PUT_LIT(o, "\r\n");
+	if (elen)
+		o = put_str(o, extra, elen);
+	if (c->close_after)
+		o = PUT_LIT(o, "Connection: close\r\n");
+	o = PUT_LIT(o, "\r\n");
+	if (!c->is_head_method) {
+		o = put_str(o, code, clen);
+		*o++ = ' ';
+		o = put_str(o, reason, rlen);
+		*o++ = '\n';
+	}
+	proxy_buf_commit(b, o);
 	c->iov[0].iov_base = b->p;
 	c->iov[0].iov_len = b->len;
 	c->iovcnt = 1;

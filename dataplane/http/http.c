@@ -1,14 +1,19 @@
-/* http.c - RFC 9112 request-head parser and chunked body decoder (http.h).
+/* http.c - RFC 9112 request- and response-head parsers and chunked body
+ * decoder (http.h).
  *
- * The head is parsed in one forward pass over at most max_head_bytes, with a
- * 256-entry byte-class table in the hot loops. Every decision depends only on
- * bytes already seen, so a prefix of a request yields -EAGAIN or the same
- * error as the whole request. Nothing here allocates or keeps global state.
+ * A head is parsed in one forward pass (requests over at most
+ * max_head_bytes), with a 256-entry byte-class table for names and 16 or 8
+ * bytes at a time for field values. Every decision depends only on bytes already
+ * seen, so a prefix of a head yields -EAGAIN or the same error as the whole
+ * head. Nothing here allocates or keeps global state.
  */
 #include "http.h"
 
 #include <errno.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum {
 	C_TCHAR = 1,  /* RFC 9110 tchar: method, field name, coding */
@@ -37,6 +42,130 @@ static const uint8_t ctype[256] = {
 };
 
 #define IS(c, cls) (ctype[(unsigned char)(c)] & (cls))
+
+/* ---- fast scanning ------------------------------------------------------ */
+
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+static inline uint64_t load64(const char *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, sizeof(w));
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	/* The borrow tricks below are exact only for the lowest-addressed
+	 * flagged byte when it is the least significant one. */
+	w = __builtin_bswap64(w);
+#endif
+	return w;
+}
+
+/* The high bit of every byte of w that is a CTL (below 0x20, or DEL), plus
+ * possibly false ones above a true one (a borrow), so only the lowest flag is
+ * exact: that is the first such byte in memory order. */
+static inline uint64_t ctl_bytes(uint64_t w)
+{
+	uint64_t del = w ^ (ONES * 0x7f);
+
+	return ((w - ONES * 0x20) & ~w & HIGHS) | ((del - ONES) & ~del & HIGHS);
+}
+
+/* Length of the run of field-value bytes (C_VALUE: VCHAR, obs-text, SP,
+ * HTAB) at the start of p[0..n). Whole vectors while 16 bytes remain (SSE2,
+ * baseline on x86-64), then whole words while 8 remain: a CTL other than
+ * HTAB (normally the CR ending the line) is found in about ten
+ * instructions per 16 or 8 bytes instead of a table look-up per byte. The
+ * tail that would cross n goes byte by byte: nothing past n is read. */
+static inline size_t value_len(const char *p, size_t n)
+{
+	size_t i = 0;
+
+#ifdef __SSE2__
+	const __m128i sp = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+
+	while (n - i >= 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		/* max(v, 0x20) == v: the byte is at least 0x20 (unsigned) */
+		unsigned ok = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, sp), v));
+		unsigned m = (ok ^ 0xffffu) | (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, del));
+
+		if (!m) {
+			i += 16;
+			continue;
+		}
+		i += (size_t)__builtin_ctz(m);
+		if (p[i] != '\t')
+			return i;
+		i++;
+	}
+#endif
+	while (n - i >= 8) {
+		uint64_t m = ctl_bytes(load64(p + i));
+
+		if (!m) {
+			i += 8;
+			continue;
+		}
+		i += (size_t)__builtin_ctzll(m) >> 3;
+		if (p[i] != '\t')
+			return i;
+		i++;
+	}
+	while (i < n && IS(p[i], C_VALUE))
+		i++;
+	return i;
+}
+
+static inline uint32_t load32(const char *p)
+{
+	uint32_t w;
+
+	memcpy(&w, p, sizeof(w));
+	return w;
+}
+
+/* Does s[0..len) equal the literal lit[0..len) ignoring ASCII case? lit is
+ * lower-case letters, digits and '-'; s holds no byte below 0x20 but HTAB
+ * (true of names and values once scanned). OR-ing 0x20 into such a byte
+ * gives a letter only from that letter in either case, and a digit or '-'
+ * only from itself (the other pre-image is a CTL), so whole words compare,
+ * the last one overlapping the one before. With len a constant the branches
+ * fold away. */
+static inline bool lc_eq(const char *s, const char *lit, size_t len)
+{
+	size_t i;
+
+	if (len >= 8) {
+		for (i = 0; i + 8 < len; i += 8)
+			if ((load64(s + i) | ONES * 0x20) != load64(lit + i))
+				return false;
+		return (load64(s + len - 8) | ONES * 0x20) == load64(lit + len - 8);
+	}
+	if (len >= 4)
+		return (load32(s) | 0x20202020u) == load32(lit) &&
+		       (load32(s + len - 4) | 0x20202020u) == load32(lit + len - 4);
+	for (i = 0; i < len; i++)
+		if (((unsigned char)s[i] | 0x20) != (unsigned char)lit[i])
+			return false;
+	return true;
+}
+
+#define LC_IS(s, len, lit) ((len) == sizeof(lit) - 1 && lc_eq((s), lit, sizeof(lit) - 1))
+
+/* Length of the run of tchar bytes at the start of p[0..n): four table
+ * look-ups per bound check while 4 bytes remain. */
+static inline size_t tchar_len(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (n - i >= 4 && (ctype[(unsigned char)p[i]] & ctype[(unsigned char)p[i + 1]] &
+			      ctype[(unsigned char)p[i + 2]] & ctype[(unsigned char)p[i + 3]] & C_TCHAR))
+		i += 4;
+	while (i < n && IS(p[i], C_TCHAR))
+		i++;
+	return i;
+}
 
 /* Limits with defaults filled in; lives for one call. */
 struct limits_eff {
@@ -442,8 +571,7 @@ static int parse_head(const char *buf, size_t len, struct http_request *req,
 		while (p < end && is_ows(buf[p]))
 			p++;
 		value = p;
-		while (p < end && IS(buf[p], C_VALUE))
-			p++;
+		p += value_len(buf + p, end - p);
 		NEED(1);
 		if (buf[p] == '\n')
 			return fail(req, HTTP_ERR_BARE_LF);
@@ -525,6 +653,257 @@ int http_parse_request(const char *buf, size_t len, size_t last_len, struct http
 	    !may_be_complete(buf, len, last_len))
 		return -EAGAIN;
 	return parse_head(buf, len, req, &L);
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+/* What the response's fields said, gathered in the pass; lives for one call. */
+struct resp_state {
+	bool have_te;
+	bool te_last_chunked;	/* the last non-empty coding so far is chunked */
+	bool conn_close;
+	bool conn_keep_alive;
+};
+
+static int resp_fail(struct http_response *resp, enum http_error e)
+{
+	resp->error = e;
+	return -EBADMSG;
+}
+
+/* Interprets the three fields that frame a response. Dispatched on the
+ * name's length, then its first byte, before any whole compare: most fields
+ * cost a switch. */
+static int resp_field(struct http_response *resp, struct resp_state *rs, const char *name,
+		      size_t nlen, const char *v, size_t vlen)
+{
+	const char *p = v, *end = v + vlen, *el;
+	size_t el_len;
+	int64_t n = 0;
+
+	switch (nlen) {
+	case 10:
+		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "connection", 10))
+			break;
+		/* One token, the usual case, needs no list walk. */
+		if (LC_IS(v, vlen, "keep-alive")) {
+			rs->conn_keep_alive = true;
+			break;
+		}
+		if (LC_IS(v, vlen, "close")) {
+			rs->conn_close = true;
+			break;
+		}
+		while (list_next(&p, end, &el, &el_len)) {
+			if (LC_IS(el, el_len, "close"))
+				rs->conn_close = true;
+			else if (LC_IS(el, el_len, "keep-alive"))
+				rs->conn_keep_alive = true;
+			else
+				resp->conn_other = true;
+		}
+		break;
+	case 14:
+		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "content-length", 14))
+			break;
+		/* 18 digits cannot overflow int64_t, and no body is larger. */
+		if (vlen == 0 || vlen > 18)
+			return resp_fail(resp, HTTP_ERR_BAD_CONTENT_LENGTH);
+		for (size_t i = 0; i < vlen; i++) {
+			unsigned d = (unsigned char)v[i] - '0';
+
+			if (d > 9)
+				return resp_fail(resp, HTTP_ERR_BAD_CONTENT_LENGTH);
+			n = n * 10 + (int64_t)d;
+		}
+		/* RFC 9110 8.6: repeated equal values may be taken as one. */
+		if (resp->content_length >= 0 && resp->content_length != n)
+			return resp_fail(resp, HTTP_ERR_DUP_CONTENT_LENGTH);
+		resp->content_length = n;
+		break;
+	case 17:
+		if ((name[0] | 0x20) != 't' || !lc_eq(name, "transfer-encoding", 17))
+			break;
+		/* Several fields are one list (RFC 9110 5.3); only the final
+		 * coding frames the body (RFC 9112 6.3). */
+		rs->have_te = true;
+		while (list_next(&p, end, &el, &el_len))
+			rs->te_last_chunked = LC_IS(el, el_len, "chunked");
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Checks the fixed first 13 bytes of a status line, "HTTP/1.1 200 " or
+ * "HTTP/1.1 200\r" (the SP before an empty reason was always tolerated
+ * missing), and sets version_minor and status. */
+static int status_start(const char *buf, struct http_response *resp)
+{
+	unsigned d0 = (unsigned)(buf[9] - '0'), d1 = (unsigned)(buf[10] - '0'),
+		 d2 = (unsigned)(buf[11] - '0');
+
+	if (memcmp(buf, "HTTP/", 5) != 0 || (unsigned)(buf[5] - '0') > 9 || buf[6] != '.' ||
+	    (unsigned)(buf[7] - '0') > 9)
+		return resp_fail(resp, HTTP_ERR_SYNTAX);
+	if (buf[5] != '1' || (buf[7] != '0' && buf[7] != '1'))
+		return resp_fail(resp, HTTP_ERR_VERSION);
+	if (buf[8] != ' ' || d0 > 9 || d1 > 9 || d2 > 9 || d0 == 0 ||
+	    (buf[12] != ' ' && buf[12] != '\r'))
+		return resp_fail(resp, HTTP_ERR_SYNTAX);
+	resp->version_minor = buf[7] - '0';
+	resp->status = (int)(d0 * 100 + d1 * 10 + d2);
+	return 0;
+}
+
+static int parse_response_head(const char *buf, size_t end, struct http_response *resp)
+{
+	size_t max_fields = resp->headers ? resp->headers_cap : SIZE_MAX;
+	struct resp_state rs = { 0 };
+	size_t p, start;
+	int r;
+
+#define NEED(n)                              \
+	do {                                 \
+		if (end - p < (size_t)(n))   \
+			return -EAGAIN;      \
+	} while (0)
+
+	/* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] CRLF */
+	if (end < 13) {
+		/* Too short to judge whole: refuse now if a byte already
+		 * cannot be where it is, so that a short error reply fails at
+		 * once rather than at a timeout. A copy completed with valid
+		 * bytes gives the error the whole line would give, except that
+		 * the version is judged only once bytes 5 to 7 are all here
+		 * (a malformed "HTTP/0x" is a syntax error, not a version). */
+		char line[13];
+
+		memcpy(line, "HTTP/1.1 200 ", sizeof(line));
+		if (end)
+			memcpy(line, buf, end);
+		r = status_start(line, resp);
+		resp->version_minor = 0;
+		resp->status = 0;
+		if (r < 0 && (end >= 8 || resp->error != HTTP_ERR_VERSION))
+			return r;
+		resp->error = HTTP_OK;
+		return -EAGAIN;
+	}
+	r = status_start(buf, resp);
+	if (r < 0)
+		return r;
+	p = buf[12] == ' ' ? 13 : 12;
+	start = p;
+	p += value_len(buf + p, end - p);
+	if (end - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') {
+		NEED(1);
+		if (buf[p] == '\n')
+			return resp_fail(resp, HTTP_ERR_BARE_LF);
+		if (buf[p] != '\r')
+			return resp_fail(resp, HTTP_ERR_BAD_CHAR);
+		NEED(2);
+		return resp_fail(resp, HTTP_ERR_BARE_LF);
+	}
+	resp->reason.ptr = buf + start;
+	resp->reason.len = p - start;
+	p += 2;
+
+	/* *( field-line CRLF ) CRLF: the rules of parse_head, with the checks
+	 * ordered so that a well-formed line takes the fewest branches and the
+	 * error is classified only once a line is known to be bad. */
+	for (;;) {
+		size_t name, name_len, value, value_end;
+
+		NEED(1);
+		if (buf[p] == '\r') {
+			NEED(2);
+			if (buf[p + 1] != '\n')
+				return resp_fail(resp, HTTP_ERR_BARE_LF);
+			p += 2;
+			break;
+		}
+		name = p;
+		p += tchar_len(buf + p, end - p);
+		NEED(1);
+		if (buf[p] != ':' || p == name) {
+			char ch = buf[p];
+
+			if (p > name)
+				return resp_fail(resp, is_ows(ch) ? HTTP_ERR_SPACE_BEFORE_COLON
+								  : HTTP_ERR_BAD_CHAR);
+			if (ch == '\n')
+				return resp_fail(resp, HTTP_ERR_BARE_LF);
+			/* Also whitespace before the first field (RFC 9112 2.2). */
+			if (is_ows(ch))
+				return resp_fail(resp, HTTP_ERR_OBS_FOLD);
+			return resp_fail(resp, ch == ':' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR);
+		}
+		name_len = p - name;
+		p++;
+
+		/* OWS is made of value bytes: scanned with the value, trimmed
+		 * from both ends after. */
+		value = p;
+		p += value_len(buf + p, end - p);
+		if (end - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') {
+			NEED(1);
+			if (buf[p] == '\n')
+				return resp_fail(resp, HTTP_ERR_BARE_LF);
+			if (buf[p] != '\r')
+				return resp_fail(resp, HTTP_ERR_BAD_CHAR);
+			NEED(2);
+			return resp_fail(resp, HTTP_ERR_BARE_LF);
+		}
+		value_end = p;
+		while (value < value_end && is_ows(buf[value]))
+			value++;
+		while (value_end > value && is_ows(buf[value_end - 1]))
+			value_end--;
+		p += 2;
+
+		if (resp->num_headers >= max_fields)
+			return resp_fail(resp, HTTP_ERR_TOO_MANY_FIELDS);
+		if (resp->headers) {
+			struct http_header *h = &resp->headers[resp->num_headers];
+
+			h->name.ptr = buf + name;
+			h->name.len = name_len;
+			h->value.ptr = buf + value;
+			h->value.len = value_end - value;
+		}
+		resp->num_headers++;
+		r = resp_field(resp, &rs, buf + name, name_len, buf + value, value_end - value);
+		if (r < 0)
+			return r;
+	}
+#undef NEED
+
+	resp->chunked = rs.have_te && rs.te_last_chunked;
+	resp->te_not_chunked = rs.have_te && !rs.te_last_chunked;
+	resp->keep_alive = !rs.conn_close && (resp->version_minor == 1 || rs.conn_keep_alive);
+	return (int)p;
+}
+
+int http_parse_response(const char *buf, size_t len, size_t last_len, struct http_response *resp)
+{
+	struct http_header *headers = resp->headers;
+	size_t headers_cap = resp->headers_cap;
+	size_t end = len > INT32_MAX ? INT32_MAX : len;
+	int r;
+
+	memset(resp, 0, sizeof(*resp));
+	resp->headers = headers;
+	resp->headers_cap = headers_cap;
+	resp->content_length = -1;
+
+	if (last_len != 0 && last_len < len && len == end && !may_be_complete(buf, len, last_len))
+		return -EAGAIN;
+	r = parse_response_head(buf, end, resp);
+	if (r == -EAGAIN && len > end)
+		return resp_fail(resp, HTTP_ERR_HEAD_TOO_LARGE);
+	return r;
 }
 
 /* ---- chunked ------------------------------------------------------------ */

@@ -1,5 +1,6 @@
-/* http.h - strict, incremental, zero-copy HTTP/1.1 request-head parser
- * (RFC 9112) and in-place chunked body decoder for the node's workers.
+/* http.h - strict, incremental, zero-copy HTTP/1.1 request- and
+ * response-head parsers (RFC 9112) and in-place chunked body decoder for the
+ * node's workers.
  *
  * No allocation, no I/O, no global state: every result is a view (pointer +
  * length) into the caller's receive buffer. Only CRLF line endings are
@@ -131,6 +132,57 @@ struct http_request {
  * above max_body_bytes is 413 once the head is complete. */
 int http_parse_request(const char *buf, size_t len, size_t last_len, struct http_request *req,
 		       const struct http_limits *lim);
+
+/* A parsed response head (an upstream's). Owned by the caller (per upstream
+ * connection or worker); every view points into the buffer given to
+ * http_parse_response and is valid only as long as that buffer's bytes stay
+ * where they are. */
+struct http_response {
+	/* Set by the caller; kept by the parser. headers may be NULL (fields
+	 * are then checked and interpreted but not stored, and not counted
+	 * against headers_cap). */
+	struct http_header *headers;
+	size_t headers_cap;
+
+	/* Results, all reset by every call. */
+	int version_minor;	  /* 0 or 1 */
+	int status;		  /* 100..999 */
+	struct http_str reason;	  /* may be empty, never absent once parsed */
+	size_t num_headers;
+	int64_t content_length;	  /* -1 if no Content-Length */
+	bool chunked;		  /* the final transfer coding is chunked */
+	bool te_not_chunked;	  /* Transfer-Encoding present, final coding not
+				   * chunked (or none): the body ends at close
+				   * (RFC 9112 6.3) */
+	bool keep_alive;	  /* the upstream keeps the connection open:
+				   * 1.1 without "close", 1.0 with "keep-alive" */
+	bool conn_other;	  /* Connection lists an option other than close
+				   * and keep-alive: fields to drop when forwarding */
+	enum http_error error;	  /* why -EBADMSG, else HTTP_OK */
+};
+
+/* Parses one response head (status line and header fields through the empty
+ * line) from buf[0..len), in one pass. last_len works as for
+ * http_parse_request: 0 on the first call, the previous len after -EAGAIN.
+ * The caller bounds the head by len (a buffer that fills up without a
+ * complete head is the caller's error); heads above INT32_MAX bytes are
+ * refused.
+ *
+ * Returns the head length in bytes (the body, if any, starts there),
+ * -EAGAIN if the head is incomplete, or -EBADMSG with resp->error set
+ * (http_error_str says why; a proxy answers 502 whatever the error, so
+ * http_error_status means nothing here).
+ *
+ * Accepted: "HTTP/1.0" or "HTTP/1.1", SP, three digits >= 100, then SP and a
+ * reason phrase (SP/HTAB/VCHAR/obs-text) or directly CRLF; field lines as in
+ * requests (CRLF only, no obs-fold, tchar names, no CTL but HTAB in values,
+ * no space before ':'); Content-Length of 1 to 18 digits, repeated only with
+ * the same value (RFC 9110 8.6); more than headers_cap fields is
+ * HTTP_ERR_TOO_MANY_FIELDS. Transfer-Encoding fields form one list whose last
+ * non-empty element decides chunked / te_not_chunked; Content-Length next to
+ * Transfer-Encoding is reported, not refused: the caller lets
+ * Transfer-Encoding win and does not reuse the connection. */
+int http_parse_response(const char *buf, size_t len, size_t last_len, struct http_response *resp);
 
 /* Chunked body decoder state. Owned by the connection; lives for one body.
  * Fields are private to http.c. */

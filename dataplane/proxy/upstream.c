@@ -40,7 +40,9 @@ static bool hop_by_hop(const struct http_str *n)
 	case 2:
 		return name_is(n, "te");
 	case 7:
-		return name_is(n, "trailer") || name_is(n, "upgrade");
+		if (name_is(n, "trailer") || name_is(n, "upgrade"))
+			return true;
+		break; /* "proxy-x" is seven bytes too */
 	case 10:
 		if (name_is(n, "connection") || name_is(n, "keep-alive"))
 			return true;
@@ -515,38 +517,130 @@ static void add_target(struct proxy_buf *b, const struct policy_route *rt,
 	}
 }
 
+/* What build_head does with a request field. */
+enum fwd_kind { FK_COPY = 0, FK_HOST, FK_DROP, FK_XFF, FK_FWD, FK_VIA };
+
+/* One switch on the length, then at most two compares: hop-by-hop fields
+ * (RFC 9110 7.6.1) and the framing we redo are dropped, the hop-trail
+ * fields merged with this hop appended. */
+static enum fwd_kind fwd_kind(const struct http_str *n)
+{
+	switch (n->len) {
+	case 3:
+		if (name_is(n, "via"))
+			return FK_VIA;
+		break;
+	case 4:
+		if (name_is(n, "host"))
+			return FK_HOST;
+		break;
+	case 6:
+		if (name_is(n, "expect"))
+			return FK_DROP;
+		break;
+	case 9:
+		if (name_is(n, "forwarded"))
+			return FK_FWD;
+		break;
+	case 14:
+		if (name_is(n, "content-length"))
+			return FK_DROP;
+		break;
+	case 15:
+		if (name_is(n, "x-forwarded-for"))
+			return FK_XFF;
+		break;
+	default:
+		break;
+	}
+	/* te, trailer, upgrade, connection, keep-alive, transfer-encoding,
+	 * proxy-*: also a switch on the length. */
+	return hop_by_hop(n) ? FK_DROP : FK_COPY;
+}
+
+/* One past the CRLF that ends field h's line: the parser accepted only
+ * "name:" OWS value OWS CRLF, so OWS is all that can follow the value. */
+static const char *field_line_end(const struct http_header *h)
+{
+	const char *e = h->value.ptr + h->value.len;
+
+	while (*e == ' ' || *e == '\t')
+		e++;
+	return e + 2;
+}
+
+/* The earlier hops' values of one trail field (kind), then ours. */
+static void add_trail(struct proxy_buf *b, const struct http_request *req, enum fwd_kind kind,
+		      const char *out, size_t out_len)
+{
+	bool seen = false;
+
+	for (size_t i = 0; i < req->num_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+
+		if (h->value.len == 0 || fwd_kind(&h->name) != kind)
+			continue;
+		if (seen)
+			proxy_buf_add(b, ", ", 2);
+		else
+			proxy_buf_add(b, out, out_len);
+		proxy_buf_add(b, h->value.ptr, h->value.len);
+		seen = true;
+	}
+	if (seen)
+		proxy_buf_add(b, ", ", 2);
+	else
+		proxy_buf_add(b, out, out_len);
+}
+
+/* The upstream's request head. Fields pass through as the client wrote
+ * them (the parser admits only strict field lines), each run of fields
+ * we keep in one copy; hop-by-hop ones and those named by Connection are
+ * dropped; X-Forwarded-For, Forwarded and Via come last with this hop. */
 static void build_head(struct proxy_conn *c, const struct http_request *req,
 		       const struct policy_route *rt, const char *default_host)
 {
 	struct proxy_buf *b = &c->uhead;
-	struct conn_tokens ct;
-	bool xff = false, fwd = false, via = false, host = false;
+	struct conn_tokens ct = { .n = 0 };
+	bool host = false, conn = false;
+	unsigned trail = 0; /* bit k: a field of kind FK_XFF + k was seen */
 	bool v6 = c->peer.family == AF_INET6;
+	size_t run = 0, peer_len = strlen(c->peer_str);
+	char *o;
 
 	b->len = 0;
-	collect_conn_tokens(req->headers, req->num_headers, &ct);
+	/* Connection may name further fields to drop: only then the list. */
+	for (size_t i = 0; i < req->num_headers && !conn; i++)
+		conn = req->headers[i].name.len == 10 && name_is(&req->headers[i].name, "connection");
+	if (conn)
+		collect_conn_tokens(req->headers, req->num_headers, &ct);
 	proxy_buf_add(b, req->method.ptr, req->method.len);
 	proxy_buf_add(b, " ", 1);
 	add_target(b, rt, req);
-	proxy_buf_str(b, " HTTP/1.1\r\n");
+	proxy_buf_add(b, " HTTP/1.1\r\n", 11);
 	for (size_t i = 0; i < req->num_headers; i++) {
 		const struct http_header *h = &req->headers[i];
+		enum fwd_kind k = fwd_kind(&h->name);
 
-		if (hop_by_hop(&h->name) || name_is(&h->name, "content-length") ||
-		    name_is(&h->name, "expect") || named_by_connection(&ct, &h->name))
-			continue;
-		if (name_is(&h->name, "x-forwarded-for") || name_is(&h->name, "forwarded") ||
-		    name_is(&h->name, "via"))
-			continue; /* merged below, with this hop appended */
-		if (name_is(&h->name, "host"))
+		if (k >= FK_XFF)
+			trail |= 1u << (k - FK_XFF);
+		else if (ct.n && named_by_connection(&ct, &h->name))
+			k = FK_DROP;
+		if (k == FK_HOST)
 			host = true;
-		proxy_buf_add(b, h->name.ptr, h->name.len);
-		proxy_buf_add(b, ": ", 2);
-		proxy_buf_add(b, h->value.ptr, h->value.len);
-		proxy_buf_add(b, "\r\n", 2);
+		if (k == FK_COPY || k == FK_HOST)
+			continue;
+		if (run < i) /* fields run..i-1 are kept: one copy */
+			proxy_buf_add(b, req->headers[run].name.ptr,
+				      (size_t)(h->name.ptr - req->headers[run].name.ptr));
+		run = i + 1;
 	}
+	if (run < req->num_headers)
+		proxy_buf_add(b, req->headers[run].name.ptr,
+			      (size_t)(field_line_end(&req->headers[req->num_headers - 1]) -
+				       req->headers[run].name.ptr));
 	if (!host) {
-		proxy_buf_str(b, "Host: ");
+		proxy_buf_add(b, "Host: ", 6);
 		if (req->authority.ptr)
 			proxy_buf_add(b, req->authority.ptr, req->authority.len);
 		else
@@ -554,42 +648,43 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 		proxy_buf_add(b, "\r\n", 2);
 	}
 	/* Earlier hops first, in their order, then ours. */
-	for (int pass = 0; pass < 3; pass++) {
-		const char *lit = pass == 0 ? "x-forwarded-for" : pass == 1 ? "forwarded" : "via";
-		const char *out = pass == 0 ? "X-Forwarded-For: " : pass == 1 ? "Forwarded: " : "Via: ";
-		bool *seen = pass == 0 ? &xff : pass == 1 ? &fwd : &via;
-
-		for (size_t i = 0; i < req->num_headers; i++) {
-			const struct http_header *h = &req->headers[i];
-
-			if (!name_eq(&h->name, lit, strlen(lit)) || h->value.len == 0)
-				continue;
-			proxy_buf_str(b, *seen ? ", " : out);
-			proxy_buf_add(b, h->value.ptr, h->value.len);
-			*seen = true;
-		}
-		proxy_buf_str(b, *seen ? ", " : out);
-		if (pass == 0)
-			proxy_buf_str(b, c->peer_str);
-		else if (pass == 1) {
-			proxy_buf_str(b, v6 ? "for=\"[" : "for=");
-			proxy_buf_str(b, c->peer_str);
-			proxy_buf_str(b, v6 ? "]\";proto=" : ";proto=");
-			proxy_buf_str(b, c->tls_port ? "https" : "http");
-		}
-		else
-			proxy_buf_str(b, req->version_minor == 0 ? "1.0 sluice" : "1.1 sluice");
-		proxy_buf_add(b, "\r\n", 2);
-	}
-	if (c->body_mode == BODY_LENGTH)
-	{
-		proxy_buf_str(b, "Content-Length: ");
-		proxy_buf_u64(b, c->body_left);
-		proxy_buf_add(b, "\r\n", 2);
-	}
-	else if (c->body_mode == BODY_CHUNKED)
-		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
+	if (trail & 1)
+		add_trail(b, req, FK_XFF, "X-Forwarded-For: ", 17);
+	else
+		proxy_buf_add(b, "X-Forwarded-For: ", 17);
+	proxy_buf_add(b, c->peer_str, peer_len);
 	proxy_buf_add(b, "\r\n", 2);
+	if (trail & 2)
+		add_trail(b, req, FK_FWD, "Forwarded: ", 11);
+	else
+		proxy_buf_add(b, "Forwarded: ", 11);
+	/* for="[v6]";proto=https: fixed text ~30 bytes with the address. */
+	o = proxy_buf_room(b, 40 + peer_len);
+	if (!o)
+		return;
+	o = v6 ? PROXY_PUT_LIT(o, "for=\"[") : PROXY_PUT_LIT(o, "for=");
+	o = proxy_put(o, c->peer_str, peer_len);
+	o = v6 ? PROXY_PUT_LIT(o, "]\";proto=") : PROXY_PUT_LIT(o, ";proto=");
+	o = c->tls_port ? PROXY_PUT_LIT(o, "https\r\n") : PROXY_PUT_LIT(o, "http\r\n");
+	proxy_buf_commit(b, o);
+	if (trail & 4)
+		add_trail(b, req, FK_VIA, "Via: ", 5);
+	else
+		proxy_buf_add(b, "Via: ", 5);
+	o = proxy_buf_room(b, 80);
+	if (!o)
+		return;
+	o = req->version_minor == 0 ? PROXY_PUT_LIT(o, "1.0 sluice\r\n")
+				    : PROXY_PUT_LIT(o, "1.1 sluice\r\n");
+	if (c->body_mode == BODY_LENGTH) {
+		o = PROXY_PUT_LIT(o, "Content-Length: ");
+		o += proxy_fmt_u64(o, c->body_left);
+		o = PROXY_PUT_LIT(o, "\r\n");
+	} else if (c->body_mode == BODY_CHUNKED) {
+		o = PROXY_PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+	}
+	o = PROXY_PUT_LIT(o, "\r\n");
+	proxy_buf_commit(b, o);
 }
 
 void proxy_up_start(struct proxy_conn *c, const struct http_request *req, size_t head_len,
@@ -831,126 +926,6 @@ void proxy_up_body_more(struct proxy_conn *c)
 
 /* ---- response ---- */
 
-struct resp_head {
-	int version_minor;
-	int status;
-	struct http_str reason;
-	size_t num_headers;
-	int64_t content_length;
-	bool chunked, te_other, bad;
-	struct conn_tokens ct;
-};
-
-static bool is_tchar(unsigned char ch)
-{
-	/* RFC 9110 tchar; '-' first: it is in most field names. */
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '-' ||
-	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+.^_`|~", ch) != NULL);
-}
-
-/* Parses a response head in buf[0..len). Returns its length, -EAGAIN, or
- * -EBADMSG. CRLF only; no obs-fold. */
-static int parse_response(const char *buf, size_t len, struct http_header *hdrs, size_t cap,
-			  struct resp_head *out)
-{
-	const char *end = NULL, *p, *line_end;
-	size_t head_len;
-
-	/* From one LF to the next: the head ends at the first CRLFCRLF. */
-	for (const char *q = len > 3 ? buf + 3 : NULL; q && q < buf + len;) {
-		q = memchr(q, '\n', (size_t)(buf + len - q));
-		if (!q)
-			break;
-		if (q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r') {
-			end = q + 1;
-			break;
-		}
-		q++;
-	}
-	if (!end)
-		return -EAGAIN;
-	head_len = (size_t)(end - buf);
-	memset(out, 0, sizeof(*out));
-	out->content_length = -1;
-	if (head_len < 16 || memcmp(buf, "HTTP/1.", 7) != 0 || (buf[7] != '0' && buf[7] != '1') ||
-	    buf[8] != ' ')
-		return -EBADMSG;
-	out->version_minor = buf[7] - '0';
-	for (int i = 9; i < 12; i++)
-		if (buf[i] < '0' || buf[i] > '9')
-			return -EBADMSG;
-	out->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-	if (out->status < 100 || (buf[12] != ' ' && buf[12] != '\r'))
-		return -EBADMSG;
-	line_end = memchr(buf, '\r', head_len);
-	if (!line_end || line_end[1] != '\n')
-		return -EBADMSG;
-	out->reason.ptr = buf[12] == ' ' ? buf + 13 : buf + 12;
-	out->reason.len = (size_t)(line_end - out->reason.ptr);
-	p = line_end + 2;
-	while (p < end - 2) {
-		const char *colon, *v, *ve;
-		struct http_header *h;
-
-		line_end = memchr(p, '\r', (size_t)(end - p));
-		if (!line_end || line_end[1] != '\n')
-			return -EBADMSG;
-		colon = memchr(p, ':', (size_t)(line_end - p));
-		if (!colon || colon == p)
-			return -EBADMSG;
-		for (const char *q = p; q < colon; q++)
-			if (!is_tchar((unsigned char)*q))
-				return -EBADMSG;
-		for (const char *q = colon + 1; q < line_end; q++)
-			if ((unsigned char)*q < 0x20 && *q != '\t')
-				return -EBADMSG;
-		if (out->num_headers == cap)
-			return -EBADMSG;
-		v = colon + 1;
-		while (v < line_end && (*v == ' ' || *v == '\t'))
-			v++;
-		ve = line_end;
-		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-			ve--;
-		h = &hdrs[out->num_headers++];
-		h->name.ptr = p;
-		h->name.len = (size_t)(colon - p);
-		h->value.ptr = v;
-		h->value.len = (size_t)(ve - v);
-		if (name_is(&h->name, "content-length")) {
-			int64_t n = 0;
-
-			if (h->value.len == 0 || h->value.len > 18)
-				return -EBADMSG;
-			for (size_t i = 0; i < h->value.len; i++) {
-				if (v[i] < '0' || v[i] > '9')
-					return -EBADMSG;
-				n = n * 10 + (v[i] - '0');
-			}
-			if (out->content_length >= 0 && out->content_length != n)
-				return -EBADMSG;
-			out->content_length = n;
-		} else if (name_is(&h->name, "transfer-encoding")) {
-			/* chunked must be the final coding, else the body ends
-			 * at close (RFC 9112 6.3). */
-			const char *last = ve;
-			const char *s = ve;
-
-			while (s > v && s[-1] != ',')
-				s--;
-			while (s < last && (*s == ' ' || *s == '\t'))
-				s++;
-			if ((size_t)(last - s) == 7 && strncasecmp(s, "chunked", 7) == 0)
-				out->chunked = true;
-			else
-				out->te_other = true;
-		}
-		p = line_end + 2;
-	}
-	collect_conn_tokens(hdrs, out->num_headers, &out->ct);
-	return (int)head_len;
-}
-
 static void relay(struct proxy_conn *c, size_t start);
 
 static void wait_response(struct proxy_conn *c)
@@ -965,28 +940,37 @@ static void wait_response(struct proxy_conn *c)
 	urecv(u);
 }
 
-/* Builds the client's response head from the upstream's. */
-static int start_response(struct proxy_conn *c, const struct resp_head *rh, size_t head_len)
+/* Builds the client's response head from the upstream's (rh->headers). */
+static int start_response(struct proxy_conn *c, const struct http_response *rh)
 {
 	struct proxy_upconn *u = c->up;
 	struct proxy_buf *b = &c->wbuf;
-	struct http_header *hdrs = c->w->headers;
+	const struct http_header *hdrs = rh->headers;
+	struct conn_tokens ct;
 	bool via = false;
 
 	if (rh->status == 304 || rh->status == 204 || c->is_head_method)
 		u->mode = RESP_NONE;
-	else if (rh->chunked && !rh->te_other)
+	else if (rh->chunked)
 		u->mode = RESP_CHUNKED;
-	else if (rh->te_other)
+	else if (rh->te_not_chunked)
 		u->mode = RESP_CLOSE;
 	else if (rh->content_length >= 0)
 		u->mode = RESP_LENGTH;
 	else
 		u->mode = RESP_CLOSE;
 	u->left = rh->content_length > 0 ? (uint64_t)rh->content_length : 0;
-	u->keep_alive = rh->version_minor == 1 ? !rh->ct.close : rh->ct.keep_alive;
-	if (rh->chunked && rh->content_length >= 0)
+	u->keep_alive = rh->keep_alive;
+	/* Transfer-Encoding wins over Content-Length (RFC 9112 6.3), but a
+	 * sender that framed both ways is not trusted with the next request. */
+	if ((rh->chunked || rh->te_not_chunked) && rh->content_length >= 0)
 		u->keep_alive = false;
+	/* Options named by Connection are dropped too; the parser says whether
+	 * there are any, so the usual "keep-alive" costs no second scan. */
+	if (rh->conn_other)
+		collect_conn_tokens(hdrs, rh->num_headers, &ct);
+	else
+		ct.n = 0;
 	if (u->mode == RESP_CHUNKED) {
 		struct http_limits lim = { .max_body_bytes = UINT64_MAX / 4 };
 
@@ -1006,7 +990,7 @@ static int start_response(struct proxy_conn *c, const struct resp_head *rh, size
 	for (size_t i = 0; i < rh->num_headers; i++) {
 		const struct http_header *h = &hdrs[i];
 
-		if (hop_by_hop(&h->name) || named_by_connection(&rh->ct, &h->name))
+		if (hop_by_hop(&h->name) || named_by_connection(&ct, &h->name))
 			continue;
 		if (name_is(&h->name, "content-length") &&
 		    (u->mode == RESP_CHUNKED || u->mode == RESP_CLOSE))
@@ -1039,7 +1023,6 @@ static int start_response(struct proxy_conn *c, const struct resp_head *rh, size
 	c->status = rh->status;
 	c->resp_started = true;
 	u->head_done = true;
-	(void)head_len;
 	return 0;
 }
 
@@ -1052,11 +1035,14 @@ static void relay(struct proxy_conn *c, size_t start)
 	bool ends = false;
 
 	if (!u->head_done) {
-		struct resp_head rh;
+		struct http_response rh = { .headers = c->w->headers,
+					    .headers_cap = PROXY_MAX_FIELDS };
 		int r;
 
 		for (;;) {
-			r = parse_response(u->rbuf, u->rlen, c->w->headers, PROXY_MAX_FIELDS, &rh);
+			/* Parsed whole on each receive: a head split over
+			 * receives is rare. */
+			r = http_parse_response(u->rbuf, u->rlen, 0, &rh);
 			if (r == -EAGAIN) {
 				if (u->rlen == PROXY_UP_BUF_BYTES) {
 					fail(c, 502, "response_head_too_large");
@@ -1082,7 +1068,7 @@ static void relay(struct proxy_conn *c, size_t start)
 			}
 			break;
 		}
-		if (start_response(c, &rh, (size_t)r) < 0) {
+		if (start_response(c, &rh) < 0) {
 			fail(c, 502, "no_memory");
 			return;
 		}

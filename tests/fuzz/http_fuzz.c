@@ -1,17 +1,21 @@
-/* http_fuzz.c - libFuzzer target for the HTTP request parser and the chunked
- * decoder.
+/* http_fuzz.c - libFuzzer target for the HTTP request and response parsers
+ * and the chunked decoder.
  *
  * The input is parsed as a request head: twice whole (same result), then fed
  * in pieces with last_len (same result once it gives one). If the head says
  * chunked, the rest is decoded whole and in pieces (same data, leftover and
- * error). Piece sizes come from a hash of the input, so runs are repeatable.
- * Any disagreement aborts; over-reads are ASan's job.
+ * error). The same input is then parsed as a response head, whole and in
+ * pieces, and compared with a slow reference parser written from the rules
+ * in http.h (line by line, byte by byte, no word tricks). Piece sizes come
+ * from a hash of the input, so runs are repeatable. Any disagreement aborts;
+ * over-reads are ASan's job.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http.h"
 
@@ -140,6 +144,223 @@ static int decode(const char *body, size_t len, uint64_t *seed, size_t max_piece
 	return r;
 }
 
+/* ---- responses ---- */
+
+/* Response parse result plus a private copy of the header array. */
+struct parsed_resp {
+	int r;
+	struct http_response resp;
+	struct http_header hdrs[MAX_FIELDS];
+};
+
+static void parse_resp_into(struct parsed_resp *p, const char *buf, size_t len, size_t last_len)
+{
+	memset(p, 0, sizeof(*p));
+	p->resp.headers = p->hdrs;
+	p->resp.headers_cap = MAX_FIELDS;
+	p->r = http_parse_response(buf, len, last_len, &p->resp);
+}
+
+static bool same_resp(const struct parsed_resp *a, const struct parsed_resp *b)
+{
+	const struct http_response *x = &a->resp, *y = &b->resp;
+	bool same = a->r == b->r && x->error == y->error;
+
+	if (same && a->r >= 0) {
+		same = x->version_minor == y->version_minor && x->status == y->status &&
+		       str_eq(x->reason, y->reason) && x->num_headers == y->num_headers &&
+		       x->content_length == y->content_length && x->chunked == y->chunked &&
+		       x->te_not_chunked == y->te_not_chunked && x->keep_alive == y->keep_alive &&
+		       x->conn_other == y->conn_other;
+		for (size_t i = 0; same && i < x->num_headers; i++)
+			same = str_eq(a->hdrs[i].name, b->hdrs[i].name) &&
+			       str_eq(a->hdrs[i].value, b->hdrs[i].value);
+	}
+	return same;
+}
+
+static bool ref_tchar(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool ref_vchar(unsigned char ch)
+{
+	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+static bool ref_ows(char ch)
+{
+	return ch == ' ' || ch == '\t';
+}
+
+static struct http_str ref_trim(const char *s, const char *e)
+{
+	while (s < e && ref_ows(*s))
+		s++;
+	while (e > s && ref_ows(e[-1]))
+		e--;
+	return (struct http_str){ s, (size_t)(e - s) };
+}
+
+static bool ref_ieq(struct http_str s, const char *lit)
+{
+	return s.len == strlen(lit) && strncasecmp(s.ptr, lit, s.len) == 0;
+}
+
+/* The reference: the head ends at the first CRLFCRLF; -EAGAIN without one,
+ * else -EBADMSG (error not classified) or the head length and the results. */
+static int ref_parse_response(const char *buf, size_t len, struct parsed_resp *out)
+{
+	struct http_response *o = &out->resp;
+	const char *end = NULL, *p, *le;
+	bool have_te = false, last_chunked = false, close = false, ka = false;
+
+	for (size_t i = 0; i + 4 <= len && !end; i++)
+		if (memcmp(buf + i, "\r\n\r\n", 4) == 0)
+			end = buf + i + 2;	/* the final CRLF */
+	memset(out, 0, sizeof(*out));
+	o->content_length = -1;
+	if (!end)
+		return -EAGAIN;
+	/* Status line: to its CRLF, no other CR or LF. */
+	le = memchr(buf, '\r', (size_t)(end - buf));
+	if (le[1] != '\n' || le - buf < 12 || memcmp(buf, "HTTP/1.", 7) != 0 ||
+	    (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ')
+		return -EBADMSG;
+	for (int i = 9; i < 12; i++)
+		if (buf[i] < '0' || buf[i] > '9')
+			return -EBADMSG;
+	if (buf[9] == '0' || (le > buf + 12 && buf[12] != ' '))
+		return -EBADMSG;
+	o->version_minor = buf[7] - '0';
+	o->status = atoi((char[]){ buf[9], buf[10], buf[11], 0 });
+	o->reason.ptr = buf + (le > buf + 12 ? 13 : 12);
+	o->reason.len = (size_t)(le - o->reason.ptr);
+	for (size_t i = 0; i < o->reason.len; i++)
+		if (!ref_vchar((unsigned char)o->reason.ptr[i]))
+			return -EBADMSG;
+	for (p = le + 2; p < end; p = le + 2) {
+		const char *colon;
+		struct http_str name, value;
+
+		le = memchr(p, '\r', (size_t)(end + 2 - p));
+		if (le[1] != '\n')
+			return -EBADMSG;
+		colon = memchr(p, ':', (size_t)(le - p));
+		if (!colon || colon == p)
+			return -EBADMSG;
+		for (const char *q = p; q < colon; q++)
+			if (!ref_tchar((unsigned char)*q))
+				return -EBADMSG;
+		for (const char *q = colon + 1; q < le; q++)
+			if (!ref_vchar((unsigned char)*q))
+				return -EBADMSG;
+		if (o->num_headers == MAX_FIELDS)
+			return -EBADMSG;
+		name = (struct http_str){ p, (size_t)(colon - p) };
+		value = ref_trim(colon + 1, le);
+		out->hdrs[o->num_headers].name = name;
+		out->hdrs[o->num_headers++].value = value;
+		if (ref_ieq(name, "content-length")) {
+			int64_t n = 0;
+
+			if (value.len == 0 || value.len > 18)
+				return -EBADMSG;
+			for (size_t i = 0; i < value.len; i++) {
+				if (value.ptr[i] < '0' || value.ptr[i] > '9')
+					return -EBADMSG;
+				n = n * 10 + (value.ptr[i] - '0');
+			}
+			if (o->content_length >= 0 && o->content_length != n)
+				return -EBADMSG;
+			o->content_length = n;
+		} else if (ref_ieq(name, "transfer-encoding") || ref_ieq(name, "connection")) {
+			bool te = ref_ieq(name, "transfer-encoding");
+			const char *s = value.ptr, *ve = value.ptr + value.len;
+
+			have_te |= te;
+			while (s <= ve) {
+				const char *c = memchr(s, ',', (size_t)(ve - s));
+				struct http_str el = ref_trim(s, c ? c : ve);
+
+				s = c ? c + 1 : ve + 1;
+				if (el.len == 0)
+					continue;
+				if (te)
+					last_chunked = ref_ieq(el, "chunked");
+				else if (ref_ieq(el, "close"))
+					close = true;
+				else if (ref_ieq(el, "keep-alive"))
+					ka = true;
+				else
+					o->conn_other = true;
+			}
+		}
+	}
+	o->chunked = have_te && last_chunked;
+	o->te_not_chunked = have_te && !last_chunked;
+	o->keep_alive = !close && (o->version_minor == 1 || ka);
+	return (int)(end + 2 - buf);
+}
+
+static void fuzz_response(const char *buf, size_t size, uint64_t *seed)
+{
+	static struct parsed_resp whole, again, inc, ref;
+	size_t len, last = 0;
+
+	parse_resp_into(&whole, buf, size, 0);
+	if ((whole.r == -EBADMSG) != (whole.resp.error != HTTP_OK) ||
+	    (whole.r < 0 && whole.r != -EAGAIN && whole.r != -EBADMSG))
+		abort();
+	parse_resp_into(&again, buf, size, 0);
+	if (!same_resp(&whole, &again))
+		abort();
+
+	/* Against the reference: once it sees a complete head, the fast
+	 * parser must accept exactly what it accepts, with the same results. */
+	ref.r = ref_parse_response(buf, size, &ref);
+	if (ref.r == -EAGAIN) {
+		if (whole.r >= 0)
+			abort();
+	} else if (ref.r == -EBADMSG) {
+		if (whole.r != -EBADMSG) {
+			fprintf(stderr, "response: reference refuses, parser gives %d\n", whole.r);
+			abort();
+		}
+	} else {
+		ref.resp.error = HTTP_OK;
+		ref.resp.headers = whole.resp.headers;
+		ref.resp.headers_cap = whole.resp.headers_cap;
+		if (!same_resp(&whole, &ref)) {
+			fprintf(stderr, "response: reference gives %d, parser %d (%s)\n", ref.r,
+				whole.r, http_error_str(whole.resp.error));
+			abort();
+		}
+	}
+
+	/* In pieces, with last_len. */
+	inc.r = -EAGAIN;
+	for (len = 0; len < size;) {
+		len += 1 + rng_next(seed) % 64;
+		if (len > size)
+			len = size;
+		parse_resp_into(&inc, buf, len, last);
+		if (inc.r != -EAGAIN)
+			break;
+		last = len;
+	}
+	if (inc.r != -EAGAIN) {
+		if (!same_resp(&whole, &inc)) {
+			fprintf(stderr, "response: incremental %d vs whole %d\n", inc.r, whole.r);
+			abort();
+		}
+	} else if (whole.r >= 0) {
+		abort();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct parsed whole, again, inc;
@@ -176,6 +397,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_same(&whole, &inc, "incremental parse differs");
 	else if (whole.r >= 0)
 		abort();
+
+	fuzz_response(buf, size, &seed);
 
 	if (whole.r < 0 || !whole.req.chunked)
 		return 0;

@@ -1,4 +1,5 @@
-/* http_test.c - the HTTP/1.1 request-head parser and the chunked decoder.
+/* http_test.c - the HTTP/1.1 request- and response-head parsers and the
+ * chunked decoder.
  *
  * Every input sits at the very end of a mapping followed by a PROT_NONE
  * page, so reading one byte past it crashes the test. Each table row is one
@@ -614,6 +615,304 @@ Test(http_parse, resume_scans_only_for_the_end)
 		cr_assert_eq(http_parse_request(buf, len, last, &req, NULL), (int)len, "last %zu", last);
 		cr_assert_view(req.host, "a");
 	}
+}
+
+/* ---- response table ----------------------------------------------------- */
+
+/* One response head and what it parses to, or its error; copied into each
+ * parameterized test's process, hence arrays. Expected fields are checked
+ * only for valid rows. */
+struct resp_case {
+	char name[48];
+	char in[192];
+	size_t len;
+	size_t head_len;	/* 0 = the whole input */
+	enum http_error error;	/* HTTP_OK = valid */
+	int status;
+	int version_minor;
+	int64_t content_length;
+	bool chunked, te_not_chunked, keep_alive, conn_other;
+	size_t num_headers;
+};
+
+/* Valid: name, input, status, minor, Content-Length, chunked, te_not_chunked,
+ * keep_alive, conn_other, fields. */
+#define ROK(n, s, st, mi, cl, ch, tnc, ka, co, nh) \
+	{ n, s, sizeof(s) - 1, 0, HTTP_OK, st, mi, cl, ch, tnc, ka, co, nh }
+#define RBAD(n, s, e) { n, s, sizeof(s) - 1, 0, e, 0, 0, 0, false, false, false, false, 0 }
+#define S200 "HTTP/1.1 200 OK\r\n"
+#define NGINX_HEAD                                                                        \
+	"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 03:45:00 GMT\r\n" \
+	"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
+
+static struct resp_case resp_cases[] = {
+	ROK("nginx 200", NGINX_HEAD, 200, 1, 2, false, false, true, false, 5),
+	{ "head followed by its body", NGINX_HEAD "ok", sizeof(NGINX_HEAD "ok") - 1,
+	  sizeof(NGINX_HEAD) - 1, HTTP_OK, 200, 1, 2, false, false, true, false, 5 },
+	ROK("HTTP/1.0 closes by default", "HTTP/1.0 200 OK\r\n\r\n", 200, 0, -1, false, false, false, false, 0),
+	ROK("HTTP/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n", 200, 0, -1, false, false, true, false, 1),
+	ROK("empty reason after SP", "HTTP/1.1 204 \r\n\r\n", 204, 1, -1, false, false, true, false, 0),
+	ROK("no SP, no reason", "HTTP/1.1 204\r\n\r\n", 204, 1, -1, false, false, true, false, 0),
+	ROK("reason with HTAB and obs-text", "HTTP/1.1 404 Not\tFound \xc3\xa9 at all\r\n\r\n", 404, 1, -1, false, false, true, false, 0),
+	ROK("interim 100", "HTTP/1.1 100 Continue\r\n\r\n", 100, 1, -1, false, false, true, false, 0),
+	ROK("status 999", "HTTP/1.1 999 Odd\r\n\r\n", 999, 1, -1, false, false, true, false, 0),
+	ROK("chunked", S200 "Transfer-Encoding: chunked\r\n\r\n", 200, 1, -1, true, false, true, false, 1),
+	ROK("CHUNKED, name in any case", S200 "TRANSFER-encoding: CHUNKED\r\n\r\n", 200, 1, -1, true, false, true, false, 1),
+	ROK("gzip, chunked", S200 "Transfer-Encoding: gzip, chunked\r\n\r\n", 200, 1, -1, true, false, true, false, 1),
+	ROK("gzip field then chunked field", S200 "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 200, 1, -1, true, false, true, false, 2),
+	ROK("chunked, trailing empty element", S200 "Transfer-Encoding: chunked ,\r\n\r\n", 200, 1, -1, true, false, true, false, 1),
+	ROK("chunked, gzip ends at close", S200 "Transfer-Encoding: chunked, gzip\r\n\r\n", 200, 1, -1, false, true, true, false, 1),
+	ROK("chunked field then gzip field", S200 "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 200, 1, -1, false, true, true, false, 2),
+	ROK("chunked with a parameter", S200 "Transfer-Encoding: chunked;q=1\r\n\r\n", 200, 1, -1, false, true, true, false, 1),
+	ROK("empty Transfer-Encoding", S200 "Transfer-Encoding:\r\n\r\n", 200, 1, -1, false, true, true, false, 1),
+	ROK("CL and TE both reported", S200 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 200, 1, 5, true, false, true, false, 2),
+	ROK("duplicate CL, same value", S200 "Content-Length: 5\r\ncontent-length: 5\r\n\r\n", 200, 1, 5, false, false, true, false, 2),
+	ROK("CL of 18 digits", S200 "Content-Length: 999999999999999999\r\n\r\n", 200, 1, 999999999999999999LL, false, false, true, false, 1),
+	ROK("CL with leading zeros and OWS", S200 "CONTENT-LENGTH:\t 0012 \t\r\n\r\n", 200, 1, 12, false, false, true, false, 1),
+	ROK("CL zero", S200 "Content-Length: 0\r\n\r\n", 200, 1, 0, false, false, true, false, 1),
+	ROK("Connection close", S200 "Connection: close\r\n\r\n", 200, 1, -1, false, false, false, false, 1),
+	ROK("CONNECTION: CLOSE", S200 "CONNECTION: CLOSE\r\n\r\n", 200, 1, -1, false, false, false, false, 1),
+	ROK("close wins over keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n\r\n", 200, 0, -1, false, false, false, false, 1),
+	ROK("Connection names an option", S200 "Connection: Upgrade, keep-alive\r\n\r\n", 200, 1, -1, false, false, true, true, 1),
+	ROK("Connection option alone", S200 "Connection: X-Foo\r\n\r\n", 200, 1, -1, false, false, true, true, 1),
+	ROK("close-ish token is an option", S200 "Connection: closed\r\n\r\n", 200, 1, -1, false, false, true, true, 1),
+	ROK("names that only look like framing fields",
+	    S200 "Content-Lengtx: x\r\nXontent-Length: y\r\nConnectiox: close\r\nTransfer-Encodinf: chunked\r\nContent-Lengths: z\r\n\r\n",
+	    200, 1, -1, false, false, true, false, 5),
+	ROK("empty value", S200 "X-E:\r\n\r\n", 200, 1, -1, false, false, true, false, 1),
+	ROK("long value with tabs", S200 "X-T: aaaaaaaaaaa\tbbbbbbbbbbbbbbbbbbbbb\t\tc\r\n\r\n", 200, 1, -1, false, false, true, false, 1),
+	ROK("obs-text and punctuation in value", S200 "X-U: caf\xc3\xa9 \"q\" (c) ~!@#$%^&*\r\n\r\n", 200, 1, -1, false, false, true, false, 1),
+	ROK("every tchar in a name", S200 "!#$%&'*+-.^_`|~09AZaz: v\r\n\r\n", 200, 1, -1, false, false, true, false, 1),
+
+	/* status line */
+	RBAD("HTTP/1.2", "HTTP/1.2 200 OK\r\n\r\n", HTTP_ERR_VERSION),
+	RBAD("HTTP/2.0", "HTTP/2.0 200 OK\r\n\r\n", HTTP_ERR_VERSION),
+	RBAD("HTTP/0.9", "HTTP/0.9 200 OK\r\n\r\n", HTTP_ERR_VERSION),
+	RBAD("lower-case version", "http/1.1 200 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("version with three digits", "HTTP/1.10 200 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("two spaces before status", "HTTP/1.1  200 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("status of two digits", "HTTP/1.1 20 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("status of four digits", "HTTP/1.1 2000 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("status below 100", "HTTP/1.1 099 Odd\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("status with a letter", "HTTP/1.1 2x0 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("tab after status", "HTTP/1.1 200\tOK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("empty line before status line", "\r\nHTTP/1.1 200 OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("short reply, not HTTP", "OK\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("short reply, cut version", "HTTP/\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("short reply, HTTP/2.0", "HTTP/2.0\r\n\r\n", HTTP_ERR_VERSION),
+	RBAD("short reply, HTTP/0x", "HTTP/0x\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("short reply, no status", "HTTP/1.1 \r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("bare LF in reason", "HTTP/1.1 200 O\nK\r\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("bare CR in reason", "HTTP/1.1 200 O\rK\r\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("CTL in reason", "HTTP/1.1 200 O\001K\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("NUL in reason", "HTTP/1.1 200 O\000K\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("bare LF ending status line", "HTTP/1.1 200 OK\nServer: a\r\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("bare LF after status without reason", "HTTP/1.1 200\n\r\n", HTTP_ERR_SYNTAX),
+
+	/* field lines */
+	RBAD("bare LF after field", S200 "Server: a\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("bare LF ending head", S200 "Server: a\r\n\n", HTTP_ERR_BARE_LF),
+	RBAD("bare CR ending head", S200 "Server: a\r\n\rX\r\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("bare CR in value", S200 "X-A: 1\r2\r\n\r\n", HTTP_ERR_BARE_LF),
+	RBAD("obs-fold", S200 "X-A: 1\r\n 2\r\n\r\n", HTTP_ERR_OBS_FOLD),
+	RBAD("tab fold", S200 "X-A: 1\r\n\t2\r\n\r\n", HTTP_ERR_OBS_FOLD),
+	RBAD("space before colon", S200 "Content-Length : 5\r\n\r\n", HTTP_ERR_SPACE_BEFORE_COLON),
+	RBAD("tab before colon", S200 "X-A\t: 5\r\n\r\n", HTTP_ERR_SPACE_BEFORE_COLON),
+	RBAD("empty field name", S200 ": x\r\n\r\n", HTTP_ERR_SYNTAX),
+	RBAD("field name with slash", S200 "X/Y: x\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("NUL in name", S200 "X\000A: 1\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("non-ASCII in name", S200 "X\xc3\xa9: 1\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("line without colon", S200 "Server\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("NUL in value", S200 "X-A: 1\0002\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("CTL in value", S200 "X-A: \001\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("DEL in value", S200 "X-A: \177\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("CTL deep in a long value", S200 "X-A: aaaaaaaaaaaaaaaaaaaaaaa\033b\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("NUL after a tab in a long value", S200 "X-A: aaaaaaaaa\t\000aaaaaaaaaaaaaaa\r\n\r\n", HTTP_ERR_BAD_CHAR),
+	RBAD("DEL deep in a long value", S200 "X-A: aaaaaaaaaaaaaaaa\177aaaaaaaaaaa\r\n\r\n", HTTP_ERR_BAD_CHAR),
+
+	/* Content-Length */
+	RBAD("CL differing duplicate", S200 "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", HTTP_ERR_DUP_CONTENT_LENGTH),
+	RBAD("CL list", S200 "Content-Length: 5, 5\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL empty", S200 "Content-Length:\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL of 19 digits", S200 "Content-Length: 1000000000000000000\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL plus sign", S200 "Content-Length: +5\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL minus sign", S200 "Content-Length: -5\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL inner space", S200 "Content-Length: 5 5\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+	RBAD("CL hex", S200 "Content-Length: 0x5\r\n\r\n", HTTP_ERR_BAD_CONTENT_LENGTH),
+};
+
+static struct http_header resp_hdrs[128];
+
+static int parse_resp(const char *buf, size_t len, size_t last_len, struct http_response *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	resp->headers = resp_hdrs;
+	resp->headers_cap = sizeof(resp_hdrs) / sizeof(resp_hdrs[0]);
+	return http_parse_response(buf, len, last_len, resp);
+}
+
+static void check_resp(const struct resp_case *tc, int r, const struct http_response *resp)
+{
+	size_t head_len = tc->head_len ? tc->head_len : tc->len;
+
+	if (tc->error != HTTP_OK) {
+		cr_assert_eq(r, -EBADMSG, "%s: returned %d, want -EBADMSG", tc->name, r);
+		cr_assert_eq(resp->error, tc->error, "%s: error %s, want %s", tc->name,
+			     http_error_str(resp->error), http_error_str(tc->error));
+		return;
+	}
+	cr_assert_eq(r, (int)head_len, "%s: returned %d (%s), want %zu", tc->name, r,
+		     http_error_str(resp->error), head_len);
+	cr_assert_eq(resp->error, HTTP_OK, "%s", tc->name);
+	cr_assert_eq(resp->status, tc->status, "%s: status %d", tc->name, resp->status);
+	cr_assert_eq(resp->version_minor, tc->version_minor, "%s", tc->name);
+	cr_assert_eq(resp->content_length, tc->content_length, "%s: Content-Length %lld", tc->name,
+		     (long long)resp->content_length);
+	cr_assert_eq(resp->chunked, tc->chunked, "%s: chunked", tc->name);
+	cr_assert_eq(resp->te_not_chunked, tc->te_not_chunked, "%s: te_not_chunked", tc->name);
+	cr_assert_eq(resp->keep_alive, tc->keep_alive, "%s: keep_alive", tc->name);
+	cr_assert_eq(resp->conn_other, tc->conn_other, "%s: conn_other", tc->name);
+	cr_assert_eq(resp->num_headers, tc->num_headers, "%s: %zu fields", tc->name,
+		     resp->num_headers);
+	cr_assert_not_null(resp->reason.ptr, "%s", tc->name);
+}
+
+ParameterizedTestParameters(http_response, table)
+{
+	return cr_make_param_array(struct resp_case, resp_cases,
+				   sizeof(resp_cases) / sizeof(resp_cases[0]));
+}
+
+ParameterizedTest(struct resp_case *tc, http_response, table)
+{
+	struct http_response resp;
+
+	check_resp(tc, parse_resp(guarded(tc->in, tc->len), tc->len, 0, &resp), &resp);
+}
+
+/* Every prefix, each at the end of the guarded page, with and without
+ * last_len: a valid head gives -EAGAIN until its last byte, then the whole
+ * result; an invalid one gives -EAGAIN, then the same error as the whole. */
+static void resp_bytewise(const struct resp_case *tc, bool resume)
+{
+	struct http_response resp;
+	size_t head_len = tc->head_len ? tc->head_len : tc->len, n, last = 0;
+	int r = -EAGAIN;
+
+	for (n = 0; n <= tc->len; n++) {
+		r = parse_resp(guarded(tc->in, n), n, resume ? last : 0, &resp);
+		if (r != -EAGAIN)
+			break;
+		cr_assert_eq(resp.error, HTTP_OK, "%s", tc->name);
+		last = n;
+	}
+	if (tc->error == HTTP_OK)
+		cr_assert_eq(n, head_len, "%s: result %d after %zu of %zu bytes", tc->name, r, n,
+			     head_len);
+	check_resp(tc, r, &resp);
+}
+
+ParameterizedTestParameters(http_response, bytewise)
+{
+	return cr_make_param_array(struct resp_case, resp_cases,
+				   sizeof(resp_cases) / sizeof(resp_cases[0]));
+}
+
+ParameterizedTest(struct resp_case *tc, http_response, bytewise)
+{
+	resp_bytewise(tc, false);
+}
+
+ParameterizedTestParameters(http_response, bytewise_resume)
+{
+	return cr_make_param_array(struct resp_case, resp_cases,
+				   sizeof(resp_cases) / sizeof(resp_cases[0]));
+}
+
+ParameterizedTest(struct resp_case *tc, http_response, bytewise_resume)
+{
+	resp_bytewise(tc, true);
+}
+
+Test(http_response, views_point_into_the_buffer)
+{
+	const char *s = "HTTP/1.1 404 Not Found\r\nServer:  nginx \t\r\nX-Empty:\r\nVia: 1.1 a\r\n\r\n";
+	size_t len = strlen(s);
+	struct http_response resp;
+	const char *buf = guarded(s, len);
+
+	cr_assert_eq(parse_resp(buf, len, 0, &resp), (int)len);
+	cr_assert_eq(resp.status, 404);
+	cr_assert_view(resp.reason, "Not Found");
+	cr_assert_eq(resp.reason.ptr, buf + 13);
+	cr_assert_eq(resp.num_headers, 3);
+	cr_assert_view(resp_hdrs[0].name, "Server");
+	cr_assert_view(resp_hdrs[0].value, "nginx");
+	cr_assert_eq(resp_hdrs[0].name.ptr, buf + 24);
+	cr_assert_view(resp_hdrs[1].name, "X-Empty");
+	cr_assert_not_null(resp_hdrs[1].value.ptr);
+	cr_assert_eq(resp_hdrs[1].value.len, 0);
+	cr_assert_view(resp_hdrs[2].value, "1.1 a");
+}
+
+Test(http_response, interim_then_final_head)
+{
+	const char *a = "HTTP/1.1 100 Continue\r\n\r\n";
+	const char *b = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	char all[128];
+	size_t alen = strlen(a), len;
+	struct http_response resp;
+	const char *buf;
+
+	len = (size_t)snprintf(all, sizeof(all), "%s%s", a, b);
+	buf = guarded(all, len);
+	cr_assert_eq(parse_resp(buf, len, 0, &resp), (int)alen);
+	cr_assert_eq(resp.status, 100);
+	cr_assert_eq(parse_resp(buf + alen, len - alen, 0, &resp), (int)strlen(b));
+	cr_assert_eq(resp.status, 200);
+	cr_assert_eq(resp.content_length, 0);
+}
+
+Test(http_response, header_array_capacity_bounds_fields)
+{
+	const char *s = S200 "A: 1\r\nB: 2\r\n\r\n";
+	struct http_header small[2];
+	struct http_response resp = { .headers = small, .headers_cap = 2 };
+
+	cr_assert_eq(http_parse_response(guarded(s, strlen(s)), strlen(s), 0, &resp),
+		     (int)strlen(s));
+	cr_assert_eq(resp.num_headers, 2);
+	s = S200 "A: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+	cr_assert_eq(http_parse_response(guarded(s, strlen(s)), strlen(s), 0, &resp), -EBADMSG);
+	cr_assert_eq(resp.error, HTTP_ERR_TOO_MANY_FIELDS);
+	cr_assert_eq(resp.headers, small, "the caller's array is kept");
+	cr_assert_eq(resp.headers_cap, 2);
+}
+
+Test(http_response, works_without_a_header_array)
+{
+	const char *s = S200 "Content-Length: 3\r\nConnection: close\r\nX-A: b\r\n\r\n";
+	struct http_response resp = { 0 };
+
+	cr_assert_eq(http_parse_response(guarded(s, strlen(s)), strlen(s), 0, &resp),
+		     (int)strlen(s));
+	cr_assert_eq(resp.num_headers, 3);
+	cr_assert_eq(resp.content_length, 3);
+	cr_assert_not(resp.keep_alive);
+}
+
+Test(http_response, resume_finds_an_end_across_the_old_bytes)
+{
+	const char *s = NGINX_HEAD;
+	size_t len = strlen(s);
+	struct http_response resp;
+	const char *buf = guarded(s, len);
+
+	for (size_t last = 1; last < len; last++) {
+		cr_assert_eq(parse_resp(buf, len, last, &resp), (int)len, "last %zu", last);
+		cr_assert_eq(resp.content_length, 2, "last %zu", last);
+	}
+	cr_assert_eq(parse_resp(buf, 0, 0, &resp), -EAGAIN);
 }
 
 /* ---- chunked ------------------------------------------------------------ */

@@ -315,12 +315,24 @@ def case_forwarding_headers(n):
                        "-H", "X-Drop-Me: secret",
                        "-H", "TE: trailers",
                        "-H", "Proxy-Authorization: Basic Zm9v",
+                       "-H", "Proxy-X: 1",
                        "-H", "Keep-Alive: timeout=5",
+                       "-H", "X-Spaced:   v  ",
+                       "-H", "X-Forwarded-For: 198.51.100.9",
                        "-H", "X-Keep: 1")
     check(st == 200, "status %d" % st)
     rec = json.loads(body)
     bh = backend_headers(rec)
-    check(bh.get("x-forwarded-for") == "203.0.113.7, 127.0.0.1", "XFF %r" % bh.get("x-forwarded-for"))
+    check(bh.get("x-forwarded-for") == "203.0.113.7, 198.51.100.9, 127.0.0.1",
+          "XFF %r" % bh.get("x-forwarded-for"))
+    # Kept fields pass as written; OWS around a value is not part of it.
+    check(bh.get("x-spaced", "").strip(" \t") == "v", "X-Spaced %r" % bh.get("x-spaced"))
+    check("proxy-x" not in bh, "Proxy-X forwarded to the upstream")
+    names = [k.lower() for k, _ in rec["headers"]]
+    check(names.count("x-forwarded-for") == 1 and
+          names.index("host") < names.index("x-spaced") < names.index("x-keep") <
+          names.index("x-forwarded-for") < names.index("forwarded") < names.index("via"),
+          "field order %r" % names)
     check(bh.get("forwarded") == "for=203.0.113.7, for=127.0.0.1;proto=http",
           "Forwarded %r" % bh.get("forwarded"))
     check(bh.get("via") == "1.1 edge-lb, 1.1 sluice", "Via %r" % bh.get("via"))

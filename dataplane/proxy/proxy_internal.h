@@ -408,6 +408,7 @@ struct proxy_upconn {
 	bool send_ends_body;
 
 	/* Response being relayed. */
+	size_t head_scanned;  /* rlen the head parse last ran to (-EAGAIN) */
 	bool head_done, keep_alive;
 	int status;
 	enum proxy_resp_mode mode;

@@ -423,6 +423,7 @@ void proxy_up_detach(struct proxy_conn *c, bool reusable)
 		u->idle = true;
 		u->reused = false;
 		u->head_done = false;
+		u->head_scanned = 0;
 		u->rlen = 0;
 		u->idle_since_ns = w->now_ns;
 		u->next = u->pool->idle;
@@ -947,7 +948,7 @@ static int start_response(struct proxy_conn *c, const struct http_response *rh)
 	struct proxy_buf *b = &c->wbuf;
 	const struct http_header *hdrs = rh->headers;
 	struct conn_tokens ct;
-	bool via = false;
+	size_t run = 0;
 
 	if (rh->status == 304 || rh->status == 204 || c->is_head_method)
 		u->mode = RESP_NONE;
@@ -982,42 +983,67 @@ static int start_response(struct proxy_conn *c, const struct http_response *rh)
 		c->close_after = true;
 
 	b->len = 0;
-	proxy_buf_str(b, "HTTP/1.1 ");
-	proxy_buf_u64(b, (uint64_t)rh->status);
-	proxy_buf_add(b, " ", 1);
-	proxy_buf_add(b, rh->reason.ptr, rh->reason.len);
-	proxy_buf_add(b, "\r\n", 2);
+	/* "HTTP/1.1 200 OK" goes as it came; anything else is rewritten to
+	 * our version with a reason (possibly empty) after a SP. */
+	if (rh->version_minor == 1 && u->rbuf[12] == ' ') {
+		proxy_buf_add(b, u->rbuf, (size_t)(rh->reason.ptr + rh->reason.len + 2 - u->rbuf));
+	} else {
+		char *o = proxy_buf_room(b, 40 + rh->reason.len);
+
+		if (!o)
+			return -ENOMEM;
+		o = PROXY_PUT_LIT(o, "HTTP/1.1 ");
+		o += proxy_fmt_u64(o, (uint64_t)rh->status);
+		*o++ = ' ';
+		o = proxy_put(o, rh->reason.ptr, rh->reason.len);
+		o = PROXY_PUT_LIT(o, "\r\n");
+		proxy_buf_commit(b, o);
+	}
+	/* Fields pass as the upstream wrote them, a run of kept ones per copy
+	 * (the parser admits only strict field lines), less the hop-by-hop
+	 * ones and a Content-Length the framing no longer matches. Our Via
+	 * entry is a line of its own after the upstream's (RFC 9110 7.6.3:
+	 * several Via lines are one list, in order). */
 	for (size_t i = 0; i < rh->num_headers; i++) {
 		const struct http_header *h = &hdrs[i];
+		bool drop;
 
-		if (hop_by_hop(&h->name) || named_by_connection(&ct, &h->name))
+		if (h->name.len == 14)
+			drop = name_is(&h->name, "content-length") &&
+			       (u->mode == RESP_CHUNKED || u->mode == RESP_CLOSE);
+		else
+			drop = hop_by_hop(&h->name);
+		if (!drop && ct.n && named_by_connection(&ct, &h->name))
+			drop = true;
+		if (!drop)
 			continue;
-		if (name_is(&h->name, "content-length") &&
-		    (u->mode == RESP_CHUNKED || u->mode == RESP_CLOSE))
-			continue;
-		if (name_is(&h->name, "via")) {
-			via = true;
-			proxy_buf_add(b, h->name.ptr, h->name.len);
-			proxy_buf_add(b, ": ", 2);
-			proxy_buf_add(b, h->value.ptr, h->value.len);
-			proxy_buf_str(b, rh->version_minor ? ", 1.1 sluice\r\n" : ", 1.0 sluice\r\n");
-			continue;
-		}
-		proxy_buf_add(b, h->name.ptr, h->name.len);
-		proxy_buf_add(b, ": ", 2);
-		proxy_buf_add(b, h->value.ptr, h->value.len);
-		proxy_buf_add(b, "\r\n", 2);
+		if (run < i)
+			proxy_buf_add(b, hdrs[run].name.ptr,
+				      (size_t)(h->name.ptr - hdrs[run].name.ptr));
+		run = i + 1;
 	}
-	if (!via)
-		proxy_buf_str(b, rh->version_minor ? "Via: 1.1 sluice\r\n" : "Via: 1.0 sluice\r\n");
-	if (u->mode == RESP_CHUNKED && !c->http10)
-		proxy_buf_str(b, "Transfer-Encoding: chunked\r\n");
-	proxy_buf_str(b, c->rl_hdr);
-	if (c->close_after)
-		proxy_buf_str(b, "Connection: close\r\n");
-	else if (c->http10)
-		proxy_buf_str(b, "Connection: keep-alive\r\n");
-	proxy_buf_add(b, "\r\n", 2);
+	if (run < rh->num_headers)
+		proxy_buf_add(b, hdrs[run].name.ptr,
+			      (size_t)(field_line_end(&hdrs[rh->num_headers - 1]) -
+				       hdrs[run].name.ptr));
+	{
+		size_t rl = strlen(c->rl_hdr);
+		char *o = proxy_buf_room(b, 120 + rl);
+
+		if (!o)
+			return -ENOMEM;
+		o = rh->version_minor ? PROXY_PUT_LIT(o, "Via: 1.1 sluice\r\n")
+				      : PROXY_PUT_LIT(o, "Via: 1.0 sluice\r\n");
+		if (u->mode == RESP_CHUNKED && !c->http10)
+			o = PROXY_PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+		o = proxy_put(o, c->rl_hdr, rl);
+		if (c->close_after)
+			o = PROXY_PUT_LIT(o, "Connection: close\r\n");
+		else if (c->http10)
+			o = PROXY_PUT_LIT(o, "Connection: keep-alive\r\n");
+		o = PROXY_PUT_LIT(o, "\r\n");
+		proxy_buf_commit(b, o);
+	}
 	if (PROXY_BUF_FAILED(b))
 		return -ENOMEM;
 	c->status = rh->status;
@@ -1040,17 +1066,20 @@ static void relay(struct proxy_conn *c, size_t start)
 		int r;
 
 		for (;;) {
-			/* Parsed whole on each receive: a head split over
-			 * receives is rare. */
-			r = http_parse_response(u->rbuf, u->rlen, 0, &rh);
+			/* A head split over receives: only the new bytes are
+			 * looked at for its end, so an upstream dripping it
+			 * byte by byte costs no quadratic work. */
+			r = http_parse_response(u->rbuf, u->rlen, u->head_scanned, &rh);
 			if (r == -EAGAIN) {
 				if (u->rlen == PROXY_UP_BUF_BYTES) {
 					fail(c, 502, "response_head_too_large");
 					return;
 				}
+				u->head_scanned = u->rlen;
 				urecv(u);
 				return;
 			}
+			u->head_scanned = 0;
 			if (r < 0) {
 				fail(c, 502, "bad_response");
 				return;

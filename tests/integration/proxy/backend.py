@@ -6,6 +6,7 @@ target, header lines as sent, decoded body) and answers by path:
   .../close-resp     no Content-Length, body ends when the connection closes
   .../hop            response carrying hop-by-hop fields the proxy must drop
   .../big            1 MiB body
+  .../drip           a 100 Continue, then the head, one byte per send
   .../slow           answers after 3 s;  .../slowok  after 1 s
   anything else      200, JSON echo of the request
 
@@ -136,8 +137,17 @@ class Backend:
         if "/hop" in t:
             body = b"hop"
             c.sendall(b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\n"
-                      b"Keep-Alive: timeout=5\r\nProxy-Thing: x\r\nX-Kept: yes\r\n"
-                      b"Content-Length: 3\r\n\r\n" + body)
+                      b"Keep-Alive: timeout=5\r\nProxy-Thing: x\r\nVia: 1.0 origin\r\n"
+                      b"X-Kept: yes\r\nX-Spaced:  v \r\nContent-Length: 3\r\n\r\n" + body)
+            return True
+        if "/drip" in t:
+            head = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Drip: " +
+                    b"d" * 300 + b"\r\nContent-Length: 4\r\n\r\n")
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for k in range(len(head)):
+                c.sendall(head[k:k + 1])
+                time.sleep(0.001)
+            c.sendall(b"drip")
             return True
         if "/big" in t:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG) + BIG)

@@ -346,6 +346,30 @@ def case_forwarding_headers(n):
     for gone in ("x-secret", "keep-alive", "proxy-thing"):
         check(gone not in h, "%s relayed to the client" % gone)
     check(h.get("x-kept") == "yes", "X-Kept missing")
+    # A head dripped one byte per send, after an interim 100: relayed whole.
+    st, h, body = curl("http://127.0.0.1:%d/plain/drip" % n.port)
+    check(st == 200 and body == b"drip" and h.get("x-drip") == "d" * 300,
+          "drip: %d %r %r" % (st, body, h.get("x-drip", "")[:20]))
+    # The raw head: kept fields in their order, ours appended after the
+    # upstream's Via (RFC 9110 7.6.3: several Via lines are one list).
+    s = connect(n.port)
+    s.sendall(b"GET /plain/hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        raw += d
+    s.close()
+    lines = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    check(lines[0] == "HTTP/1.1 200 OK", "status line %r" % lines[0])
+    names = [l.split(":", 1)[0].lower() for l in lines[1:]]
+    for gone in ("x-secret", "keep-alive", "proxy-thing"):
+        check(gone not in names, "%s relayed to the client: %r" % (gone, lines))
+    check(names.count("content-length") == 1 and names.count("connection") == 1, "framing %r" % lines)
+    check("Via: 1.0 origin" in lines and "Via: 1.1 sluice" in lines and
+          lines.index("Via: 1.0 origin") < lines.index("Via: 1.1 sluice") and
+          names.index("x-kept") < names.index("x-spaced"), "order %r" % lines)
 
 
 def case_static_files(n, www):

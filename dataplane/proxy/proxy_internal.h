@@ -457,6 +457,14 @@ struct proxy_worker {
 	uint64_t now_ns;
 
 	struct http_header headers[PROXY_MAX_FIELDS];
+	/* The RateLimit fields' fixed part for the last limit reported
+	 * (policy line, then `RateLimit: "<id>";r=`), by snapshot uid and
+	 * resource: the same limit answers most requests, and its rate, unit
+	 * and id change only with the snapshot. rl_len 0: none. */
+	uint64_t rl_uid;
+	const void *rl_res;
+	size_t rl_len;
+	char rl_fixed[2 * POLICY_ID_MAX_LEN + 96];
 	char *scratch;                         /* PROXY_UP_BUF_BYTES: chunk scan, decoding */
 
 	/* Access log: lines collect in buf[cur]; while log_pending, buf[cur ^ 1]

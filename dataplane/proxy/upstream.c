@@ -602,7 +602,7 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 		       const struct policy_route *rt, const char *default_host)
 {
 	struct proxy_buf *b = &c->uhead;
-	struct conn_tokens ct = { .n = 0 };
+	struct conn_tokens ct;
 	bool host = false, conn = false;
 	unsigned trail = 0; /* bit k: a field of kind FK_XFF + k was seen */
 	bool v6 = c->peer.family == AF_INET6;
@@ -610,6 +610,7 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 	char *o;
 
 	b->len = 0;
+	ct.n = 0; /* the rest only once collected */
 	/* Connection may name further fields to drop: only then the list. */
 	for (size_t i = 0; i < req->num_headers && !conn; i++)
 		conn = req->headers[i].name.len == 10 && name_is(&req->headers[i].name, "connection");

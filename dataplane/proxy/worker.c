@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "decision.h"
 #include "log.h"
 #include "proxy_internal.h"
@@ -148,7 +149,7 @@ void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t len, int
 			atomic_store_explicit(&e->used, 1, memory_order_release);
 			return;
 		}
-		if (e->code == code && strncmp(e->label, label, len) == 0 && e->label[len] == '\0') {
+		if (e->code == code && e->label[len] == '\0' && bytes_eq_short(e->label, label, len)) {
 			atomic_fetch_add_explicit(&e->count, n, memory_order_relaxed);
 			return;
 		}
@@ -1069,7 +1070,8 @@ static uint64_t ceil_s(uint64_t ns)
 /* The draft-ietf-httpapi-ratelimit-headers (-08 .. -10) fields:
  * RateLimit-Policy: "<id>";q=<rate>;w=<unit s> and
  * RateLimit: "<id>";r=<remaining>;t=<s until full>. */
-static size_t ratelimit_headers(const struct decision *d, bool refused, char *out, size_t cap)
+static size_t ratelimit_headers(struct proxy_worker *w, const struct snapshot *s,
+				const struct decision *d, bool refused, char *out, size_t cap)
 {
 	const struct policy_rate_limit *rl;
 	const struct limiter_result *r = &d->limit_result;
@@ -1091,15 +1093,25 @@ static size_t ratelimit_headers(const struct decision *d, bool refused, char *ou
 		o += proxy_fmt_u64(o, ra ? ra : 1);
 		o = PUT_LIT(o, "\r\n");
 	}
-	o = PUT_LIT(o, "RateLimit-Policy: \"");
-	o = put_str(o, d->limit->id, id_len);
-	o = PUT_LIT(o, "\";q=");
-	o += proxy_fmt_u64(o, rl->rate);
-	o = PUT_LIT(o, ";w=");
-	o += proxy_fmt_u64(o, rl->unit_ns / 1000000000ull);
-	o = PUT_LIT(o, "\r\nRateLimit: \"");
-	o = put_str(o, d->limit->id, id_len);
-	o = PUT_LIT(o, "\";r=");
+	if (w->rl_len == 0 || w->rl_res != d->limit || w->rl_uid != snapshot_uid(s)) {
+		char *f = w->rl_fixed;
+
+		/* Fits: id_len <= POLICY_ID_MAX_LEN (checked above against cap
+		 * for any id), fixed text 43 bytes, two 20-digit numbers. */
+		f = PUT_LIT(f, "RateLimit-Policy: \"");
+		f = put_str(f, d->limit->id, id_len);
+		f = PUT_LIT(f, "\";q=");
+		f += proxy_fmt_u64(f, rl->rate);
+		f = PUT_LIT(f, ";w=");
+		f += proxy_fmt_u64(f, rl->unit_ns / 1000000000ull);
+		f = PUT_LIT(f, "\r\nRateLimit: \"");
+		f = put_str(f, d->limit->id, id_len);
+		f = PUT_LIT(f, "\";r=");
+		w->rl_len = (size_t)(f - w->rl_fixed);
+		w->rl_res = d->limit;
+		w->rl_uid = snapshot_uid(s);
+	}
+	o = put_str(o, w->rl_fixed, w->rl_len);
 	o += proxy_fmt_u64(o, r->remaining);
 	o = PUT_LIT(o, ";t=");
 	o += proxy_fmt_u64(o, ceil_s(refused && r->retry_after_ns > r->reset_ns ? r->retry_after_ns
@@ -1208,7 +1220,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 		c->route_id[n] = '\0';
 		c->route_id_len = n;
 	}
-	hdrs_len = ratelimit_headers(&d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
+	hdrs_len = ratelimit_headers(w, s, &d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
 	if (d.verdict != DECISION_ALLOW) {
 		const char *extra = d.verdict == DECISION_RATE_LIMITED ? hdrs : NULL;
 

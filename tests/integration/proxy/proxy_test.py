@@ -224,10 +224,10 @@ def free_port():
 
 # ---- the policy under test ----
 
-def make_policy(be_port, down_port, hole_port, www, version=1, extra_route=False):
+def make_policy(be_port, down_port, hole_port, www, version=1, extra_route=False, lim_rate=10):
     res = [
         {"settings": {"id": "global", "clientIdHeader": "Client-ID"}},
-        {"rateLimit": {"id": "lim10", "algorithm": "TOKEN_BUCKET", "rate": "10",
+        {"rateLimit": {"id": "lim10", "algorithm": "TOKEN_BUCKET", "rate": str(lim_rate),
                        "unit": "SECOND", "burst": "5"}},
         {"rateLimit": {"id": "shadow1", "algorithm": "TOKEN_BUCKET", "rate": "1",
                        "unit": "MINUTE", "burst": "1", "action": "SHADOW"}},
@@ -923,6 +923,22 @@ def case_swap_under_load(n, policy_args):
     # the last published version decides: /extra exists exactly when even
     st, _, _ = curl("http://127.0.0.1:%d/extra" % n.port)
     check(st in (200, 404), "after swaps: %d" % st)
+    # A limit whose rate changes keeps its id: the RateLimit-Policy field
+    # must follow the new snapshot (the worker caches the field's text).
+    for rate, v in ((20, 1000), (10, 1001)):
+        n.write_policy(make_policy(*policy_args, version=v, lim_rate=rate))
+        n.proc.send_signal(signal.SIGHUP)
+        want = '"lim10";q=%d;w=1' % rate
+        deadline = time.monotonic() + 10
+        got = None
+        while time.monotonic() < deadline:
+            _, h, _ = curl("http://127.0.0.1:%d/limited/rl" % n.port,
+                           "-H", "Client-ID: rl-%d-%d" % (rate, time.monotonic_ns()))
+            got = h.get("ratelimit-policy")
+            if got == want:
+                break
+            time.sleep(0.1)
+        check(got == want, "after reload to %d/s: RateLimit-Policy %r" % (rate, got))
 
 
 def case_metrics_and_access_log(n):

@@ -84,31 +84,39 @@ void proxy_buf_fmt(struct proxy_buf *b, const char *fmt, ...)
 
 size_t proxy_fmt_u64(char *out, uint64_t v)
 {
-	/* Two digits per division, written from the end: a response head
-	 * carries several numbers, and a digit at a time was a visible part
-	 * of the cost of building one. */
+	/* Digits counted first, then written from the end two per division:
+	 * a head carries several numbers, and a digit at a time or a copy
+	 * through a buffer was a visible part of building one. */
 	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
 				       "25262728293031323334353637383940414243444546474849"
 				       "50515253545556575859606162636465666768697071727374"
 				       "75767778798081828384858687888990919293949596979899";
-	char tmp[20];
-	size_t n = sizeof(tmp);
+	static const uint64_t pow10[20] = {
+		1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+		100000000ull, 1000000000ull, 10000000000ull, 100000000000ull,
+		1000000000000ull, 10000000000000ull, 100000000000000ull, 1000000000000000ull,
+		10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
+		10000000000000000000ull,
+	};
+	size_t n = 1, k;
 
+	while (n < 20 && v >= pow10[n])
+		n++;
+	k = n;
 	while (v >= 100) {
 		unsigned d = (unsigned)(v % 100) * 2;
 
 		v /= 100;
-		tmp[--n] = pairs[d + 1];
-		tmp[--n] = pairs[d];
+		out[--k] = pairs[d + 1];
+		out[--k] = pairs[d];
 	}
 	if (v >= 10) {
-		tmp[--n] = pairs[v * 2 + 1];
-		tmp[--n] = pairs[v * 2];
+		out[1] = pairs[v * 2 + 1];
+		out[0] = pairs[v * 2];
 	} else {
-		tmp[--n] = (char)('0' + v);
+		out[0] = (char)('0' + v);
 	}
-	memcpy(out, tmp + n, sizeof(tmp) - n);
-	return sizeof(tmp) - n;
+	return n;
 }
 
 #define put_str proxy_put
@@ -988,7 +996,20 @@ static int host_for_decision(const struct http_request *req, char *out, size_t c
 	}
 	if (n >= cap)
 		return -E2BIG;
-	for (i = 0; i < n; i++) {
+	/* Lower-cased eight bytes at a time: bit 7 of each byte of `up` is
+	 * set exactly for 'A'..'Z' (ASCII, >= 'A', not > 'Z'). */
+	for (i = 0; i + 8 <= n; i += 8) {
+		const uint64_t ones = 0x0101010101010101ull;
+		uint64_t x, low, up;
+
+		memcpy(&x, h.ptr + i, 8);
+		low = x & (ones * 0x7f);
+		up = ~x & ((low + ones * (0x80 - 'A')) ^ (low + ones * (0x80 - 'Z' - 1))) &
+		     (ones * 0x80);
+		x |= up >> 2;
+		memcpy(out + i, &x, 8);
+	}
+	for (; i < n; i++) {
 		char ch = h.ptr[i];
 
 		out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;

@@ -298,6 +298,12 @@ def case_routing_and_prefixes(n):
     # host exact match first, then the host-less routes
     st, _, body = curl("http://127.0.0.1:%d/x/y" % n.port, "-H", "Host: Example.Test:8080")
     check(st == 200 and json.loads(body)["target"] == "/host/x/y", "vhost: %d %r" % (st, body))
+    # Case and a trailing dot do not matter, whatever the byte's place
+    # in an eight-byte word.
+    for host in ("EXAMPLE.TEST.", "eXaMpLe.TeSt", "EXAMPLE.test:1"):
+        st, _, body = curl("http://127.0.0.1:%d/x/y" % n.port, "-H", "Host: " + host)
+        check(st == 200 and json.loads(body)["target"] == "/host/x/y",
+              "vhost as %s: %d %r" % (host, st, body[:80]))
     st, _, _ = curl("http://127.0.0.1:%d/nothing/here" % n.port)
     check(st == 404, "no route: %d" % st)
     st, h, _ = curl("http://127.0.0.1:%d/postonly" % n.port)

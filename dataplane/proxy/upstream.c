@@ -570,13 +570,14 @@ static const char *field_line_end(const struct http_header *h)
 	return e + 2;
 }
 
-/* The earlier hops' values of one trail field (kind), then ours. */
+/* The field line of one trail field (kind) up to our value: its name,
+ * then the earlier hops' values in order when the request had any. */
 static void add_trail(struct proxy_buf *b, const struct http_request *req, enum fwd_kind kind,
-		      const char *out, size_t out_len)
+		      bool any, const char *out, size_t out_len)
 {
 	bool seen = false;
 
-	for (size_t i = 0; i < req->num_headers; i++) {
+	for (size_t i = 0; any && i < req->num_headers; i++) {
 		const struct http_header *h = &req->headers[i];
 
 		if (h->value.len == 0 || fwd_kind(&h->name) != kind)
@@ -650,16 +651,10 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 		proxy_buf_add(b, "\r\n", 2);
 	}
 	/* Earlier hops first, in their order, then ours. */
-	if (trail & 1)
-		add_trail(b, req, FK_XFF, "X-Forwarded-For: ", 17);
-	else
-		proxy_buf_add(b, "X-Forwarded-For: ", 17);
+	add_trail(b, req, FK_XFF, trail & 1, "X-Forwarded-For: ", 17);
 	proxy_buf_add(b, c->peer_str, peer_len);
 	proxy_buf_add(b, "\r\n", 2);
-	if (trail & 2)
-		add_trail(b, req, FK_FWD, "Forwarded: ", 11);
-	else
-		proxy_buf_add(b, "Forwarded: ", 11);
+	add_trail(b, req, FK_FWD, trail & 2, "Forwarded: ", 11);
 	/* for="[v6]";proto=https: fixed text ~30 bytes with the address. */
 	o = proxy_buf_room(b, 40 + peer_len);
 	if (!o)
@@ -669,10 +664,7 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 	o = v6 ? PROXY_PUT_LIT(o, "]\";proto=") : PROXY_PUT_LIT(o, ";proto=");
 	o = c->tls_port ? PROXY_PUT_LIT(o, "https\r\n") : PROXY_PUT_LIT(o, "http\r\n");
 	proxy_buf_commit(b, o);
-	if (trail & 4)
-		add_trail(b, req, FK_VIA, "Via: ", 5);
-	else
-		proxy_buf_add(b, "Via: ", 5);
+	add_trail(b, req, FK_VIA, trail & 4, "Via: ", 5);
 	o = proxy_buf_room(b, 80);
 	if (!o)
 		return;

@@ -2,10 +2,11 @@
  * decoder (http.h).
  *
  * A head is parsed in one forward pass (requests over at most
- * max_head_bytes), with a 256-entry byte-class table for names and 16 or 8
- * bytes at a time for field values. Every decision depends only on bytes already
- * seen, so a prefix of a head yields -EAGAIN or the same error as the whole
- * head. Nothing here allocates or keeps global state.
+ * max_head_bytes). Runs of one byte class (method, target, name, value,
+ * Host) are scanned 16 bytes at a time (SSE2 compares, SSSE3 nibble
+ * tables), else with a 256-entry class table. Every decision depends only
+ * on bytes already seen, so a prefix of a head yields -EAGAIN or the same
+ * error as the whole head. Nothing here allocates or keeps global state.
  */
 #include "http.h"
 
@@ -13,6 +14,9 @@
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#endif
+#ifdef __SSSE3__
+#include <tmmintrin.h>
 #endif
 
 enum {
@@ -117,6 +121,14 @@ static inline size_t value_len(const char *p, size_t n)
 	return i;
 }
 
+static inline uint16_t load16(const char *p)
+{
+	uint16_t w;
+
+	memcpy(&w, p, sizeof(w));
+	return w;
+}
+
 static inline uint32_t load32(const char *p)
 {
 	uint32_t w;
@@ -153,18 +165,168 @@ static inline bool lc_eq(const char *s, const char *lit, size_t len)
 
 #define LC_IS(s, len, lit) ((len) == sizeof(lit) - 1 && lc_eq((s), lit, sizeof(lit) - 1))
 
-/* Length of the run of tchar bytes at the start of p[0..n): four table
- * look-ups per bound check while 4 bytes remain. */
-static inline size_t tchar_len(const char *p, size_t n)
+/* The classes as pairs of 16-entry nibble tables: a byte b is in the class
+ * iff lo[b & 15] & hi[b >> 4] is not 0 (one bit per distinct set of low
+ * nibbles; derived from ctype[] and checked against it byte by byte by the
+ * unit tests' every-byte cases). */
+static const uint8_t tchar_nib[2][16] = {
+	{ 0x3a, 0x3f, 0x3e, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f,
+	  0x3e, 0x3e, 0x3d, 0x15, 0x34, 0x15, 0x3d, 0x1c },
+	{ 0x00, 0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20 },
+};
+static const uint8_t host_nib[2][16] = {
+	{ 0x1a, 0x1f, 0x1e, 0x1e, 0x1f, 0x1f, 0x1f, 0x1f,
+	  0x1f, 0x1f, 0x1f, 0x0f, 0x05, 0x0f, 0x15, 0x0c },
+	{ 0x00, 0x00, 0x01, 0x02, 0x04, 0x08, 0x04, 0x10 },
+};
+
+#ifdef __SSE2__
+static inline __m128i load128(const char *p)
+{
+	return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+#endif
+
+#ifdef __SSSE3__
+/* Bit i set: byte i of v is outside the class nib (two PSHUFB look-ups). */
+static inline unsigned nib_outside(__m128i v, const uint8_t nib[2][16])
+{
+	const __m128i low4 = _mm_set1_epi8(0x0f);
+	__m128i lo = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)nib[0]),
+				      _mm_and_si128(v, low4));
+	__m128i hi = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)nib[1]),
+				      _mm_and_si128(_mm_srli_epi16(v, 4), low4));
+
+	return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(lo, hi),
+							  _mm_setzero_si128()));
+}
+#endif
+
+/* Length of the run of bytes of class cls (nib: the same class as nibble
+ * tables) at the start of p[0..n). 16 bytes at a time when n >= 16, the
+ * last short piece by loading the final 16 bytes again (those before the
+ * piece are already known to be in the class); below 16, four table
+ * look-ups per bound check. Nothing outside p[0..n) is read. */
+static inline __attribute__((always_inline)) size_t
+class_len(const char *p, size_t n, const uint8_t nib[2][16], unsigned cls)
 {
 	size_t i = 0;
 
+#ifdef __SSSE3__
+	if (n >= 16) {
+		unsigned m;
+
+		for (; n - i >= 16; i += 16) {
+			m = nib_outside(load128(p + i), nib);
+			if (m)
+				return i + (size_t)__builtin_ctz(m);
+		}
+		if (i == n)
+			return n;
+		m = nib_outside(load128(p + n - 16), nib) >> (16 - (n - i));
+		return m ? i + (size_t)__builtin_ctz(m) : n;
+	}
+#else
+	(void)nib;
+#endif
 	while (n - i >= 4 && (ctype[(unsigned char)p[i]] & ctype[(unsigned char)p[i + 1]] &
-			      ctype[(unsigned char)p[i + 2]] & ctype[(unsigned char)p[i + 3]] & C_TCHAR))
+			      ctype[(unsigned char)p[i + 2]] & ctype[(unsigned char)p[i + 3]] & cls))
 		i += 4;
-	while (i < n && IS(p[i], C_TCHAR))
+	while (i < n && IS(p[i], cls))
 		i++;
 	return i;
+}
+
+/* Length of the run of tchar bytes at the start of p[0..n). */
+static inline __attribute__((always_inline)) size_t
+tchar_len(const char *p, size_t n)
+{
+	return class_len(p, n, tchar_nib, C_TCHAR);
+}
+
+/* Length of the run of request-target bytes (visible ASCII) at the start of
+ * p[0..n); *query is set to the offset of the first '?' in the run, or to
+ * the run's length if it has none, so that the target is not searched
+ * again. Vectors as in class_len (a range check needs no table). */
+static inline size_t target_len(const char *p, size_t n, size_t *query)
+{
+	size_t i = 0, q = SIZE_MAX;
+
+#ifdef __SSE2__
+	if (n >= 16) {
+		const __m128i lo = _mm_set1_epi8(0x21), span = _mm_set1_epi8(0x7e - 0x21),
+			      qm = _mm_set1_epi8('?');
+		unsigned m, qs;
+
+		for (;;) {
+			bool last = n - i < 16;
+			size_t at = last ? n - 16 : i, skip = last ? 16 - (n - i) : 0;
+			__m128i v = load128(p + at);
+			/* b - 0x21, unsigned, at most 0x7e - 0x21: visible ASCII */
+			__m128i d = _mm_sub_epi8(v, lo);
+
+			m = ((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, span), d)) ^
+			     0xffffu) >> skip;
+			qs = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, qm)) >> skip;
+			if (m)
+				qs &= (1u << __builtin_ctz(m)) - 1;
+			if (qs && q == SIZE_MAX)
+				q = i + (size_t)__builtin_ctz(qs);
+			if (m) {
+				i += (size_t)__builtin_ctz(m);
+				break;
+			}
+			i += 16 - skip;
+			if (i == n)
+				break;
+		}
+		*query = q == SIZE_MAX ? i : q;
+		return i;
+	}
+#endif
+	while (i < n && IS(p[i], C_TARGET)) {
+		if (p[i] == '?' && q == SIZE_MAX)
+			q = i;
+		i++;
+	}
+	*query = q == SIZE_MAX ? i : q;
+	return i;
+}
+
+/* Whether the bytes of x and y are pairwise equal ignoring ASCII case, exactly:
+ * bytes may differ only in bit 0x20, and only where x holds a letter. */
+static inline bool ci_word_eq(uint64_t x, uint64_t y)
+{
+	uint64_t d = x ^ y, l, low7, letter;
+
+	if (!d)
+		return true;
+	if (d & ~(ONES * 0x20))
+		return false;
+	l = x | ONES * 0x20;
+	low7 = l & ~HIGHS;
+	/* Per byte, no carry out: 'a' <= low7 <= 'z' and the high bit clear. */
+	letter = (low7 + ONES * (0x80 - 'a')) & ~(low7 + ONES * (0x7f - 'z')) & ~l & HIGHS;
+	return ((d << 2) & ~letter) == 0;
+}
+
+/* ASCII case-insensitive equality of s[0..len) and t[0..len), any bytes,
+ * a word at a time (the last word overlapping the one before). Not
+ * tolower(): the locale must not change what a header name means. */
+static bool ci_eq(const char *s, const char *t, size_t len)
+{
+	size_t i;
+
+	if (len >= 8) {
+		for (i = 0; i + 8 < len; i += 8)
+			if (!ci_word_eq(load64(s + i), load64(t + i)))
+				return false;
+		return ci_word_eq(load64(s + len - 8), load64(t + len - 8));
+	}
+	for (i = 0; i < len; i++)
+		if (!ci_word_eq((unsigned char)s[i], (unsigned char)t[i]))
+			return false;
+	return true;
 }
 
 /* Limits with defaults filled in; lives for one call. */
@@ -192,7 +354,7 @@ struct head_state {
 	bool expect_other;
 };
 
-static void limits_resolve(const struct http_limits *lim, struct limits_eff *e)
+static inline void limits_resolve(const struct http_limits *lim, struct limits_eff *e)
 {
 	static const struct http_limits none;
 
@@ -213,27 +375,6 @@ static int fail(struct http_request *req, enum http_error e)
 	req->error = e;
 	return -EBADMSG;
 }
-
-/* ASCII case-insensitive equality; lit is lower case. Not tolower(): the
- * locale must not change what a header name means. */
-static bool ieq(const char *s, size_t len, const char *lit, size_t lit_len)
-{
-	if (len != lit_len)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char a = (unsigned char)s[i], b = (unsigned char)lit[i];
-
-		if (a >= 'A' && a <= 'Z')
-			a += 'a' - 'A';
-		if (b >= 'A' && b <= 'Z')
-			b += 'a' - 'A';
-		if (a != b)
-			return false;
-	}
-	return true;
-}
-
-#define IEQ(s, len, lit) ieq((s), (len), lit, sizeof(lit) - 1)
 
 static bool is_ows(char c)
 {
@@ -307,7 +448,7 @@ static int parse_transfer_encoding(struct http_request *req, struct head_state *
 			if (i == el_len || el[i] != ';')
 				return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
 		}
-		if (tok == el_len && IEQ(el, el_len, "chunked")) {
+		if (tok == el_len && LC_IS(el, el_len, "chunked")) {
 			if (hs->te_last_chunked || hs->te_chunked_nonfinal)
 				hs->te_chunked_twice = true;
 			hs->te_last_chunked = true;
@@ -321,61 +462,79 @@ static int parse_transfer_encoding(struct http_request *req, struct head_state *
 	return 0;
 }
 
-static int parse_host(struct http_request *req, const char *v, size_t len)
+/* v[0..len) is the trimmed value, v[0..room) the buffer from v on: what
+ * follows the value (OWS, CR) is no host byte, so the class scan may run on
+ * past len in whole vectors and still stops by len. */
+static int parse_host(struct http_request *req, const char *v, size_t len, size_t room)
 {
 	if (req->host.ptr)
 		return fail(req, HTTP_ERR_HOST_DUPLICATE);
-	for (size_t i = 0; i < len; i++)
-		if (!IS(v[i], C_HOST))
-			return fail(req, HTTP_ERR_BAD_HOST);
+	if (class_len(v, room, host_nib, C_HOST) < len)
+		return fail(req, HTTP_ERR_BAD_HOST);
 	req->host.ptr = v;
 	req->host.len = len;
 	return 0;
 }
 
-/* Interprets the fields the proxy needs, so it never scans the head again. */
+/* Interprets the fields the proxy needs, so it never scans the head again.
+ * Dispatched on the name's length, then its first byte, before any whole
+ * compare: most fields cost a switch. v[0..vlen) is the trimmed value,
+ * v[0..vroom) the buffer from there on. */
 static int interpret_field(struct http_request *req, struct head_state *hs,
 			   const struct limits_eff *L, const char *name, size_t nlen,
-			   const char *v, size_t vlen)
+			   const char *v, size_t vlen, size_t vroom)
 {
 	const char *p = v, *end = v + vlen, *el;
 	size_t el_len;
 
-	if (nlen == L->cid_len && !req->client_id.ptr && ieq(name, nlen, L->cid, L->cid_len)) {
+	if (nlen == L->cid_len && !req->client_id.ptr && ci_eq(name, L->cid, nlen)) {
 		req->client_id.ptr = v;
 		req->client_id.len = vlen;
 	}
 	switch (nlen) {
 	case 4:
-		if (IEQ(name, nlen, "host"))
-			return parse_host(req, v, vlen);
+		if (lc_eq(name, "host", 4))
+			return parse_host(req, v, vlen, vroom);
 		break;
 	case 6:
-		if (IEQ(name, nlen, "expect")) {
-			while (list_next(&p, end, &el, &el_len)) {
-				if (IEQ(el, el_len, "100-continue"))
-					hs->expect_continue = true;
-				else
-					hs->expect_other = true;
-			}
+		if ((name[0] | 0x20) != 'e' || !lc_eq(name, "expect", 6))
+			break;
+		/* One token, the usual case, needs no list walk. */
+		if (LC_IS(v, vlen, "100-continue")) {
+			hs->expect_continue = true;
+			break;
+		}
+		while (list_next(&p, end, &el, &el_len)) {
+			if (LC_IS(el, el_len, "100-continue"))
+				hs->expect_continue = true;
+			else
+				hs->expect_other = true;
 		}
 		break;
 	case 10:
-		if (IEQ(name, nlen, "connection")) {
-			while (list_next(&p, end, &el, &el_len)) {
-				if (IEQ(el, el_len, "close"))
-					hs->conn_close = true;
-				else if (IEQ(el, el_len, "keep-alive"))
-					hs->conn_keep_alive = true;
-			}
+		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "connection", 10))
+			break;
+		if (LC_IS(v, vlen, "keep-alive")) {
+			hs->conn_keep_alive = true;
+			break;
+		}
+		if (LC_IS(v, vlen, "close")) {
+			hs->conn_close = true;
+			break;
+		}
+		while (list_next(&p, end, &el, &el_len)) {
+			if (LC_IS(el, el_len, "close"))
+				hs->conn_close = true;
+			else if (LC_IS(el, el_len, "keep-alive"))
+				hs->conn_keep_alive = true;
 		}
 		break;
 	case 14:
-		if (IEQ(name, nlen, "content-length"))
+		if ((name[0] | 0x20) == 'c' && lc_eq(name, "content-length", 14))
 			return parse_content_length(req, hs, v, vlen);
 		break;
 	case 17:
-		if (IEQ(name, nlen, "transfer-encoding"))
+		if ((name[0] | 0x20) == 't' && lc_eq(name, "transfer-encoding", 17))
 			return parse_transfer_encoding(req, hs, v, vlen);
 		break;
 	default:
@@ -384,8 +543,10 @@ static int interpret_field(struct http_request *req, struct head_state *hs,
 	return 0;
 }
 
-/* Splits the target into authority, path and query views. */
-static void split_target(struct http_request *req)
+/* Splits the target into authority, path and query views; query is the
+ * offset of the target's first '?' (its length if none), found by the scan
+ * that delimited it. */
+static void split_target(struct http_request *req, size_t query)
 {
 	const char *t = req->target.ptr, *end = t + req->target.len, *p = t, *q;
 
@@ -421,10 +582,12 @@ static void split_target(struct http_request *req)
 			return;
 		}
 	}
-	q = memchr(p, '?', (size_t)(end - p));
+	/* The scheme and the authority hold no '?', so the target's first
+	 * '?' is at or after p. */
+	q = t + query;
 	req->path.ptr = p;
-	req->path.len = (size_t)((q ? q : end) - p);
-	if (q) {
+	req->path.len = (size_t)(q - p);
+	if (q < end) {
 		req->query.ptr = q + 1;
 		req->query.len = (size_t)(end - q - 1);
 	}
@@ -461,14 +624,30 @@ static int finish_head(struct http_request *req, const struct head_state *hs,
 	return 0;
 }
 
+/* The request line's error when its method or target is empty or ends at
+ * ch other than SP. */
+static int line_error(struct http_request *req, char ch)
+{
+	return fail(req, ch == '\r' || ch == '\n' || ch == ' ' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR);
+}
+
+/* Checks are ordered so that a well-formed head takes the fewest branches;
+ * a line that fails a fast check is classified by the same tests, in the
+ * same order, as a byte-by-byte reading would make, so every error (and
+ * every -EAGAIN before one) is what it always was. */
 static int parse_head(const char *buf, size_t len, struct http_request *req,
 		      const struct limits_eff *L)
 {
 	/* Never look past the head limit: running out of bytes there is 431,
 	 * before it -EAGAIN. */
 	size_t end = len < L->max_head ? len : L->max_head;
+	size_t max_lines = req->headers && req->headers_cap < L->max_fields ? req->headers_cap
+									     : L->max_fields;
+	/* Kept in locals: the stores into the caller's array could alias req. */
+	struct http_header *fields = req->headers;
+	size_t nfields = 0;
 	struct head_state hs = { 0 };
-	size_t p = 0, start;
+	size_t p = 0, start, query;
 	int r;
 
 #define NEED(n)                              \
@@ -492,116 +671,121 @@ static int parse_head(const char *buf, size_t len, struct http_request *req,
 
 	/* method SP */
 	start = p;
-	while (p < end && IS(buf[p], C_TCHAR))
-		p++;
+	p += tchar_len(buf + p, end - p);
 	NEED(1);
 	if (p == start || buf[p] != ' ')
-		return fail(req, buf[p] == '\r' || buf[p] == '\n' || buf[p] == ' ' ? HTTP_ERR_SYNTAX
-										     : HTTP_ERR_BAD_CHAR);
+		return line_error(req, buf[p]);
 	req->method.ptr = buf + start;
 	req->method.len = p - start;
 	p++;
 
 	/* request-target SP */
 	start = p;
-	while (p < end && IS(buf[p], C_TARGET))
-		p++;
+	p += target_len(buf + p, end - p, &query);
 	if (p - start > L->max_target)
 		return fail(req, HTTP_ERR_TARGET_TOO_LONG);
 	NEED(1);
 	if (p == start || buf[p] != ' ')
-		return fail(req, buf[p] == '\r' || buf[p] == '\n' || buf[p] == ' ' ? HTTP_ERR_SYNTAX
-										     : HTTP_ERR_BAD_CHAR);
+		return line_error(req, buf[p]);
 	req->target.ptr = buf + start;
 	req->target.len = p - start;
 	p++;
 
 	/* HTTP-version CRLF: "HTTP/" DIGIT "." DIGIT, case-sensitive */
-	NEED(9);
-	if (memcmp(buf + p, "HTTP/", 5) != 0 || (unsigned)(buf[p + 5] - '0') > 9 ||
-	    buf[p + 6] != '.' || (unsigned)(buf[p + 7] - '0') > 9)
-		return fail(req, HTTP_ERR_SYNTAX);
-	if (buf[p + 8] == '\n')
+	if (end - p >= 10 && memcmp(buf + p, "HTTP/1.", 7) == 0 &&
+	    (buf[p + 7] == '1' || buf[p + 7] == '0') && buf[p + 8] == '\r' && buf[p + 9] == '\n') {
+		req->version_minor = buf[p + 7] - '0';
+		p += 10;
+	} else {
+		NEED(9);
+		if (memcmp(buf + p, "HTTP/", 5) != 0 || (unsigned)(buf[p + 5] - '0') > 9 ||
+		    buf[p + 6] != '.' || (unsigned)(buf[p + 7] - '0') > 9)
+			return fail(req, HTTP_ERR_SYNTAX);
+		if (buf[p + 8] == '\n')
+			return fail(req, HTTP_ERR_BARE_LF);
+		if (buf[p + 8] != '\r')
+			return fail(req, HTTP_ERR_SYNTAX);
+		if (buf[p + 5] != '1' || (buf[p + 7] != '0' && buf[p + 7] != '1'))
+			return fail(req, HTTP_ERR_VERSION);
+		NEED(10);
 		return fail(req, HTTP_ERR_BARE_LF);
-	if (buf[p + 8] != '\r')
-		return fail(req, HTTP_ERR_SYNTAX);
-	if (buf[p + 5] != '1' || (buf[p + 7] != '0' && buf[p + 7] != '1'))
-		return fail(req, HTTP_ERR_VERSION);
-	NEED(10);
-	if (buf[p + 9] != '\n')
-		return fail(req, HTTP_ERR_BARE_LF);
-	req->version_minor = buf[p + 7] - '0';
-	p += 10;
+	}
 
 	/* *( field-line CRLF ) CRLF */
 	for (;;) {
 		size_t name, name_len, value, value_end;
 
 		NEED(1);
-		if (buf[p] == '\r') {
-			NEED(2);
-			if (buf[p + 1] != '\n')
+		if (!IS(buf[p], C_TCHAR)) {
+			char ch = buf[p];
+
+			if (ch == '\r') {
+				NEED(2);
+				if (buf[p + 1] != '\n')
+					return fail(req, HTTP_ERR_BARE_LF);
+				p += 2;
+				break;
+			}
+			if (ch == '\n')
 				return fail(req, HTTP_ERR_BARE_LF);
-			p += 2;
-			break;
+			/* Also whitespace before the first field (RFC 9112 2.2). */
+			if (is_ows(ch))
+				return fail(req, HTTP_ERR_OBS_FOLD);
+			if (nfields >= max_lines)
+				return fail(req, HTTP_ERR_TOO_MANY_FIELDS);
+			return fail(req, ch == ':' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR);
 		}
-		if (buf[p] == '\n')
-			return fail(req, HTTP_ERR_BARE_LF);
-		/* Also whitespace before the first field (RFC 9112 2.2). */
-		if (is_ows(buf[p]))
-			return fail(req, HTTP_ERR_OBS_FOLD);
-		if (req->num_headers >= L->max_fields ||
-		    (req->headers && req->num_headers >= req->headers_cap))
+		if (nfields >= max_lines)
 			return fail(req, HTTP_ERR_TOO_MANY_FIELDS);
 
 		name = p;
-		while (p < end && IS(buf[p], C_TCHAR))
-			p++;
-		NEED(1);
-		if (buf[p] != ':') {
-			if (is_ows(buf[p]))
-				return fail(req, HTTP_ERR_SPACE_BEFORE_COLON);
-			return fail(req, HTTP_ERR_BAD_CHAR);
+		p += 1 + tchar_len(buf + p + 1, end - p - 1);
+		if (p == end || buf[p] != ':') {
+			NEED(1);
+			return fail(req, is_ows(buf[p]) ? HTTP_ERR_SPACE_BEFORE_COLON
+							: HTTP_ERR_BAD_CHAR);
 		}
-		if (p == name)
-			return fail(req, HTTP_ERR_SYNTAX);
 		name_len = p - name;
 		p++;
 
-		while (p < end && is_ows(buf[p]))
-			p++;
+		/* OWS is made of value bytes: scanned with the value, trimmed
+		 * from both ends after. */
 		value = p;
 		p += value_len(buf + p, end - p);
-		NEED(1);
-		if (buf[p] == '\n')
+		if (end - p < 2 || load16(buf + p) != load16("\r\n")) {
+			NEED(1);
+			if (buf[p] == '\n')
+				return fail(req, HTTP_ERR_BARE_LF);
+			if (buf[p] != '\r')
+				return fail(req, HTTP_ERR_BAD_CHAR);
+			NEED(2);
 			return fail(req, HTTP_ERR_BARE_LF);
-		if (buf[p] != '\r')
-			return fail(req, HTTP_ERR_BAD_CHAR);
-		NEED(2);
-		if (buf[p + 1] != '\n')
-			return fail(req, HTTP_ERR_BARE_LF);
+		}
+		/* Among value bytes, only OWS is at or below SP. */
 		value_end = p;
-		while (value_end > value && is_ows(buf[value_end - 1]))
+		while (value < value_end && (unsigned char)buf[value] <= ' ')
+			value++;
+		while (value_end > value && (unsigned char)buf[value_end - 1] <= ' ')
 			value_end--;
 		p += 2;
 
-		if (req->headers) {
-			struct http_header *h = &req->headers[req->num_headers];
+		if (fields) {
+			struct http_header *h = &fields[nfields];
 
 			h->name.ptr = buf + name;
 			h->name.len = name_len;
 			h->value.ptr = buf + value;
 			h->value.len = value_end - value;
 		}
-		req->num_headers++;
+		req->num_headers = ++nfields;
 		r = interpret_field(req, &hs, L, buf + name, name_len, buf + value,
-				    value_end - value);
+				    value_end - value, end - value);
 		if (r < 0)
 			return r;
 	}
 #undef NEED
 
-	split_target(req);
+	split_target(req, query);
 	r = finish_head(req, &hs, L);
 	if (r < 0)
 		return r;

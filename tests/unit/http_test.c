@@ -237,6 +237,25 @@ static struct req_case req_cases[] = {
 	GEN_BAD("target one above limit", G_TARGET_4097, 414, HTTP_ERR_TARGET_TOO_LONG),
 	GEN_BAD("101 fields", G_FIELDS_101, 431, HTTP_ERR_TOO_MANY_FIELDS),
 	GEN_BAD("head of 8193 bytes", G_HEAD_8193, 431, HTTP_ERR_HEAD_TOO_LARGE),
+
+	/* Fields are recognised by length and first byte before a whole
+	 * compare: names that share both with an interesting one are plain
+	 * fields, and the interesting ones match in any case. */
+	BAD("look-alikes of Host only", "GET / HTTP/1.1\r\nHosx: a\r\nXost: a\r\nHost-: a\r\n\r\n", 400, HTTP_ERR_HOST_MISSING),
+	OK("look-alikes of CL and TE", "POST /" H11 "Content-Lengtz: x\r\nXontent-Length: x\r\nTransfer-Encodinz: gzip\r\n\r\n"),
+	OK("look-alikes of Expect, Connection", "PUT /" H11 "Expecz: 200-ok\r\nXxpect: x\r\nConnectioz: x\r\nAccept: */*\r\n\r\n"),
+	BAD("HOST twice in upper case", "GET /" H11 "HOST: b\r\n\r\n", 400, HTTP_ERR_HOST_DUPLICATE),
+	BAD("CL twice in mixed case", "POST /" H11 "CONTENT-length: 1\r\ncontent-LENGTH: 1\r\n\r\n", 400, HTTP_ERR_DUP_CONTENT_LENGTH),
+	BAD("EXPECT other", "PUT /" H11 "EXPECT: 200-ok\r\n\r\n", 417, HTTP_ERR_EXPECTATION),
+	BAD("Expect list, any case, then other", "PUT /" H11 "Expect: 100-continue,100-continuE,x\r\n\r\n", 417, HTTP_ERR_EXPECTATION),
+	BAD("TRANSFER-ENCODING gzip", "POST /" H11 "TRANSFER-ENCODING: gzip\r\n\r\n", 400, HTTP_ERR_TE_NOT_CHUNKED),
+	BAD("CR without LF after version", "GET / HTTP/1.1\rHost: a\r\n\r\n", 400, HTTP_ERR_BARE_LF),
+	BAD("CR CR after version", "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", 400, HTTP_ERR_BARE_LF),
+	BAD("HTTP/1.3", "GET / HTTP/1.3\r\nHost: a\r\n\r\n", 505, HTTP_ERR_VERSION),
+	BAD("HTTP/1.x", "GET / HTTP/1.x\r\nHost: a\r\n\r\n", 400, HTTP_ERR_SYNTAX),
+	BAD("Host with a space in a long value", "GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaa.example.com b\r\n\r\n", 400, HTTP_ERR_BAD_HOST),
+	OK("long Host with OWS around it", "GET / HTTP/1.1\r\nHost: \t aaaaaaaaaaaaaaaaaaaa.example.com:8080 \t\r\n\r\n"),
+	BAD("bad char as a field line's first byte", "GET /" H11 "\001X: 1\r\n\r\n", 400, HTTP_ERR_BAD_CHAR),
 };
 
 static const char *case_input(const struct req_case *tc, size_t *len)
@@ -417,6 +436,76 @@ Test(http_parse, splits_target_by_form)
 	}
 }
 
+/* The first '?' is found by the scan that delimits the target, a vector at
+ * a time: at every offset, also in the last (overlapping) vector of a short
+ * head, and never past the target's end. */
+Test(http_parse, query_starts_at_the_targets_first_question_mark)
+{
+	struct http_request req;
+	char in[128];
+
+	for (size_t tlen = 2; tlen <= 40; tlen++) {
+		for (size_t q = 1; q <= tlen; q++) {
+			char t[48];
+
+			memset(t, 'a', tlen);
+			t[0] = '/';
+			if (q < tlen)
+				t[q] = '?';
+			if (q + 2 < tlen)
+				t[q + 2] = '?';
+			t[tlen] = '\0';
+			snprintf(in, sizeof(in), "GET %s HTTP/1.0\r\n\r\n", t);
+			cr_assert_eq(parse(in, &req), (int)strlen(in), "%s", t);
+			cr_assert_eq(req.path.len, q, "%s", t);
+			if (q < tlen) {
+				cr_assert_eq(req.query.ptr, req.target.ptr + q + 1, "%s", t);
+				cr_assert_eq(req.query.len, tlen - q - 1, "%s", t);
+			} else {
+				cr_assert_null(req.query.ptr, "%s", t);
+			}
+		}
+	}
+	/* A '?' just after the target, in the same vector, is not the
+	 * target's. */
+	cr_assert_gt(parse("GET / HTTP/1.1\r\nA:?\r\nHost: a\r\n\r\n", &req), 0);
+	cr_assert_view(req.path, "/");
+	cr_assert_null(req.query.ptr);
+	cr_assert_gt(parse("GET http://a/b HTTP/1.1\r\nA:?\r\nHost: a\r\n\r\n", &req), 0);
+	cr_assert_view(req.path, "/b");
+	cr_assert_null(req.query.ptr);
+}
+
+/* Names of the same length and first letter as the interesting ones change
+ * nothing. */
+Test(http_parse, look_alike_names_are_plain_fields)
+{
+	struct http_request req;
+
+	cr_assert_gt(parse("POST / HTTP/1.1\r\nHost: a\r\nHosx: b\r\nConnectioz: close\r\n"
+			   "Cxnnection: close\r\nExpecz: 100-continue\r\n"
+			   "Content-Lengtz: 5\r\nTransfer-Encodinz: chunked\r\n\r\n",
+			   &req),
+		     0);
+	cr_assert_view(req.host, "a");
+	cr_assert(req.keep_alive);
+	cr_assert_not(req.expect_continue);
+	cr_assert_eq(req.content_length, -1);
+	cr_assert_not(req.chunked);
+	cr_assert_eq(req.num_headers, 7);
+
+	cr_assert_gt(parse("GET / HTTP/1.1\r\nhOST: a\r\ncONNECTION: CLOSE\r\n"
+			   "eXPECT: 100-CONTINUE\r\ncONTENT-lENGTH: 5\r\n\r\n",
+			   &req),
+		     0);
+	cr_assert_view(req.host, "a");
+	cr_assert_not(req.keep_alive);
+	cr_assert(req.expect_continue);
+	cr_assert_eq(req.content_length, 5);
+	cr_assert_gt(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &req), 0);
+	cr_assert(req.keep_alive);
+}
+
 Test(http_parse, extracts_framing)
 {
 	struct http_request req;
@@ -538,6 +627,147 @@ Test(http_parse, client_id_matches_name_case_insensitively)
 	lim.client_id_name = NULL;
 	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
 	cr_assert_null(req.client_id.ptr);
+
+	/* Same length and first letter, or a difference in the last byte
+	 * only: no match. */
+	lim.client_id_name = "Client-ID";
+	s = "GET /" H11 "Client-IE: no\r\nClient_ID: no\r\nDlient-ID: no\r\nClient-Ix: no\r\n\r\n";
+	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
+	cr_assert_null(req.client_id.ptr);
+
+	/* Case folds letters only: '^' and '~' (0x5e, 0x7e) and '_' and '\x7f'
+	 * differ in the same bit as 'A' and 'a'. */
+	lim.client_id_name = "X^Id";
+	s = "GET /" H11 "X~Id: no\r\nx^iD: yes\r\n\r\n";
+	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
+	cr_assert_view(req.client_id, "yes");
+	lim.client_id_name = "Long~Client^Name-1";
+	s = "GET /" H11 "LONG^CLIENT^NAME-1: no\r\nlong~client~name-1: no\r\n"
+	    "long~client^name-1: yes\r\n\r\n";
+	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
+	cr_assert_view(req.client_id, "yes");
+	lim.client_id_name = "ab";
+	s = "GET /" H11 "aB: yes\r\n\r\n";
+	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
+	cr_assert_view(req.client_id, "yes");
+	/* A name the client can never send matches nothing. */
+	lim.client_id_name = "a b";
+	s = "GET /" H11 "a: b\r\n\r\n";
+	cr_assert_gt(parse_n(s, strlen(s), &req, &lim), 0);
+	cr_assert_null(req.client_id.ptr);
+}
+
+/* ---- every byte in every vector lane ------------------------------------ */
+
+/* Where the byte under test goes: a 40-byte run of a valid byte inside the
+ * method, the target, a field name, a field value or the Host value. */
+enum lane_ctx { L_METHOD, L_TARGET, L_NAME, L_VALUE, L_HOST, L__COUNT };
+
+#define LANE_RUN 40
+
+static bool ref_tchar(unsigned b)
+{
+	return (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z') ||
+	       (b && strchr("!#$%&'*+-.^_`|~", (int)b));
+}
+
+static bool ref_host(unsigned b)
+{
+	return (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z') ||
+	       (b && strchr("-._~!$&'()*+,;=:[]%", (int)b));
+}
+
+static bool ref_value(unsigned b)
+{
+	return b == '\t' || (b >= 0x20 && b != 0x7f);
+}
+
+/* Builds the request for byte b at offset k of the run; returns its length
+ * and sets *at to b's offset in it. */
+static size_t lane_input(enum lane_ctx ctx, unsigned b, size_t k, char *out, size_t *at)
+{
+	static const char *const pre[L__COUNT] = {
+		"", "GET /", "GET / HTTP/1.1\r\nHost: h\r\n", "GET / HTTP/1.1\r\nHost: h\r\nX: ",
+		"GET / HTTP/1.1\r\nHost: ",
+	};
+	static const char *const post[L__COUNT] = {
+		" / HTTP/1.1\r\nHost: h\r\n\r\n", " HTTP/1.1\r\nHost: h\r\n\r\n",
+		": v\r\n\r\n", "\r\n\r\n", "\r\nX: v\r\n\r\n",
+	};
+	size_t p = strlen(pre[ctx]);
+
+	memcpy(out, pre[ctx], p);
+	memset(out + p, 'a', LANE_RUN);
+	*at = p + k;
+	out[*at] = (char)b;
+	p += LANE_RUN;
+	memcpy(out + p, post[ctx], strlen(post[ctx]));
+	return p + strlen(post[ctx]);
+}
+
+/* What the whole request must give, from the grammar, not from http.c's
+ * tables: HTTP_OK or the error. */
+static enum http_error lane_expect(enum lane_ctx ctx, unsigned b)
+{
+	switch (ctx) {
+	case L_METHOD:
+		if (ref_tchar(b))
+			return HTTP_OK;
+		/* a SP ends the method early: the version is then wrong */
+		return b == ' ' || b == '\r' || b == '\n' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR;
+	case L_TARGET:
+		if (b > 0x20 && b < 0x7f)
+			return HTTP_OK;
+		return b == ' ' || b == '\r' || b == '\n' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR;
+	case L_NAME:
+		/* ':' ends the name early, the rest is value */
+		if (ref_tchar(b) || b == ':')
+			return HTTP_OK;
+		return b == ' ' || b == '\t' ? HTTP_ERR_SPACE_BEFORE_COLON : HTTP_ERR_BAD_CHAR;
+	case L_VALUE:
+	case L_HOST:
+		if (!ref_value(b))
+			return b == '\r' || b == '\n' ? HTTP_ERR_BARE_LF : HTTP_ERR_BAD_CHAR;
+		return ctx == L_HOST && !ref_host(b) ? HTTP_ERR_BAD_HOST : HTTP_OK;
+	default:
+		return HTTP_ERR__COUNT;
+	}
+}
+
+/* The views a valid request must give for byte b at offset at. */
+static void lane_check_views(enum lane_ctx ctx, unsigned b, const char *buf, size_t at,
+			     const struct http_request *req)
+{
+	cr_assert_eq(req->num_headers, ctx == L_NAME || ctx == L_VALUE || ctx == L_HOST ? 2 : 1);
+	switch (ctx) {
+	case L_METHOD:
+		cr_assert_eq(req->method.len, LANE_RUN, "method, byte 0x%02x", b);
+		break;
+	case L_TARGET:
+		cr_assert_eq(req->target.len, LANE_RUN + 1, "target, byte 0x%02x", b);
+		if (b == '?') {
+			cr_assert_eq(req->query.ptr, buf + at + 1, "query after '?' at %zu", at);
+			cr_assert_eq(req->path.len, at - 4);
+		} else {
+			cr_assert_null(req->query.ptr, "byte 0x%02x", b);
+			cr_assert_eq(req->path.len, LANE_RUN + 1);
+		}
+		break;
+	case L_NAME:
+		/* a ':' ends the name there */
+		cr_assert_eq(hdrs[1].name.len,
+			     b == ':' ? (size_t)(buf + at - hdrs[1].name.ptr) : LANE_RUN,
+			     "name, byte 0x%02x", b);
+		break;
+	case L_VALUE:
+		cr_assert_eq(hdrs[1].value.len, LANE_RUN, "value, byte 0x%02x", b);
+		break;
+	case L_HOST:
+		cr_assert_eq(req->host.len, LANE_RUN, "host, byte 0x%02x", b);
+		break;
+	default:
+		break;
+	}
 }
 
 Test(http_parse, works_without_a_header_array)
@@ -614,6 +844,65 @@ Test(http_parse, resume_scans_only_for_the_end)
 	for (size_t last = 1; last < len; last++) {
 		cr_assert_eq(http_parse_request(buf, len, last, &req, NULL), (int)len, "last %zu", last);
 		cr_assert_view(req.host, "a");
+	}
+}
+
+/* Each byte value at each offset of a run longer than two vectors, so
+ * every lane of a vector scan, and the short piece after the last whole
+ * vector, sees it: the result must be what the grammar says. The same
+ * input cut short 0 to 16 bytes after the byte, so that the byte falls in
+ * the last (overlapping) load or in the byte-wise tail, must give the
+ * same error at once when the byte alone decides it, else -EAGAIN or the
+ * same error. */
+Test(http_parse, every_byte_in_every_lane)
+{
+	char in[256];
+
+	for (int ctx = 0; ctx < L__COUNT; ctx++) {
+		for (unsigned b = 0; b < 256; b++) {
+			enum http_error want = lane_expect((enum lane_ctx)ctx, b);
+			/* decided by the byte itself, without what follows */
+			bool at_once = want == HTTP_ERR_BAD_CHAR ||
+				       want == HTTP_ERR_SPACE_BEFORE_COLON;
+
+			for (size_t k = 1; k < LANE_RUN - 1; k++) {
+				struct http_request req;
+				size_t at, len = lane_input((enum lane_ctx)ctx, b, k, in, &at);
+				const char *buf = guarded(in, len);
+				int r;
+
+				memset(&req, 0, sizeof(req));
+				req.headers = hdrs;
+				req.headers_cap = sizeof(hdrs) / sizeof(hdrs[0]);
+				r = http_parse_request(buf, len, 0, &req, &test_limits);
+				if (want == HTTP_OK) {
+					cr_assert_eq(r, (int)len, "ctx %d byte 0x%02x at %zu: %d (%s)",
+						     ctx, b, k, r, http_error_str(req.error));
+					lane_check_views((enum lane_ctx)ctx, b, buf, at, &req);
+				} else {
+					cr_assert_eq(r, -EBADMSG, "ctx %d byte 0x%02x at %zu: %d", ctx,
+						     b, k, r);
+					cr_assert_eq(req.error, want, "ctx %d byte 0x%02x at %zu: %s",
+						     ctx, b, k, http_error_str(req.error));
+				}
+				for (size_t cut = at + 1; cut <= at + 17 && cut < len; cut++) {
+					memset(&req, 0, sizeof(req));
+					req.headers = hdrs;
+					req.headers_cap = sizeof(hdrs) / sizeof(hdrs[0]);
+					r = http_parse_request(guarded(in, cut), cut, 0, &req,
+							       &test_limits);
+					if (at_once || r != -EAGAIN) {
+						cr_assert_eq(r, -EBADMSG,
+							     "ctx %d byte 0x%02x at %zu cut %zu: %d",
+							     ctx, b, k, cut, r);
+						cr_assert_eq(req.error, want,
+							     "ctx %d byte 0x%02x at %zu cut %zu: %s",
+							     ctx, b, k, cut,
+							     http_error_str(req.error));
+					}
+				}
+			}
+		}
 	}
 }
 

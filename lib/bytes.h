@@ -53,4 +53,43 @@ static inline bool bytes_eq_short(const void *a, const void *b, size_t n)
 	return true;
 }
 
+/* s[0..n) equals lit[0..n) up to ASCII case, for a lit of lower-case
+ * letters, digits and '-' (field names and tokens such as "content-length",
+ * "keep-alive"): each byte of s is ORed with 0x20 and compared, a word at a
+ * time. Exact when s holds token characters (RFC 9110 tchar): no other
+ * tchar maps onto a letter, digit or '-' that way. Reads only n bytes of
+ * each. */
+static inline bool bytes_eq_lower(const void *s, const char *lit, size_t n)
+{
+	const unsigned char *p = s;
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t x, y;
+	uint32_t u, v;
+
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 < n; i += 8) {
+			memcpy(&x, p + i, 8);
+			memcpy(&y, lit + i, 8);
+			if ((x | ones * 0x20) != y)
+				return false;
+		}
+		memcpy(&x, p + n - 8, 8); /* the tail, overlapping */
+		memcpy(&y, lit + n - 8, 8);
+		return (x | ones * 0x20) == y;
+	}
+	if (n >= 4) {
+		memcpy(&u, p, 4);
+		memcpy(&v, lit, 4);
+		if ((u | 0x20202020u) != v)
+			return false;
+		memcpy(&u, p + n - 4, 4);
+		memcpy(&v, lit + n - 4, 4);
+		return (u | 0x20202020u) == v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((p[i] | 0x20) != (unsigned char)lit[i])
+			return false;
+	return true;
+}
+
 #endif

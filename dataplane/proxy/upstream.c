@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "proxy_internal.h"
 
 /* ---- header helpers ---- */
@@ -28,13 +29,13 @@
  * case-insensitive compare. `lit` must be a lower-case string literal. */
 static inline bool name_eq(const struct http_str *n, const char *lit, size_t l)
 {
-	return n->len == l && (n->ptr[0] | 0x20) == lit[0] && strncasecmp(n->ptr, lit, l) == 0;
+	return n->len == l && (n->ptr[0] | 0x20) == lit[0] && bytes_eq_lower(n->ptr, lit, l);
 }
 #define name_is(n, lit) name_eq((n), "" lit "", sizeof(lit) - 1)
 
 /* Fields that describe one hop (RFC 9110 7.6.1) or the framing we redo.
  * Dispatched on the length: one compare at most for the common fields. */
-static bool hop_by_hop(const struct http_str *n)
+static inline __attribute__((always_inline)) bool hop_by_hop(const struct http_str *n)
 {
 	switch (n->len) {
 	case 2:
@@ -54,7 +55,7 @@ static bool hop_by_hop(const struct http_str *n)
 	default:
 		break;
 	}
-	return n->len >= 6 && (n->ptr[0] | 0x20) == 'p' && strncasecmp(n->ptr, "proxy-", 6) == 0;
+	return n->len >= 6 && (n->ptr[0] | 0x20) == 'p' && bytes_eq_lower(n->ptr, "proxy-", 6);
 }
 
 /* The comma-separated tokens of every Connection field. */
@@ -595,6 +596,24 @@ static void add_trail(struct proxy_buf *b, const struct http_request *req, enum 
 		proxy_buf_add(b, out, out_len);
 }
 
+/* Our X-Forwarded-For value and its CRLF: the client's address. */
+static char *put_xff(char *o, const struct proxy_conn *c, size_t peer_len)
+{
+	o = proxy_put(o, c->peer_str, peer_len);
+	return PROXY_PUT_LIT(o, "\r\n");
+}
+
+/* Our Forwarded value and its CRLF: for="[v6]";proto=https at most. */
+static char *put_forwarded(char *o, const struct proxy_conn *c, size_t peer_len)
+{
+	bool v6 = c->peer.family == AF_INET6;
+
+	o = v6 ? PROXY_PUT_LIT(o, "for=\"[") : PROXY_PUT_LIT(o, "for=");
+	o = proxy_put(o, c->peer_str, peer_len);
+	o = v6 ? PROXY_PUT_LIT(o, "]\";proto=") : PROXY_PUT_LIT(o, ";proto=");
+	return c->tls_port ? PROXY_PUT_LIT(o, "https\r\n") : PROXY_PUT_LIT(o, "http\r\n");
+}
+
 /* The upstream's request head. Fields pass through as the client wrote
  * them (the parser admits only strict field lines), each run of fields
  * we keep in one copy; hop-by-hop ones and those named by Connection are
@@ -606,7 +625,6 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 	struct conn_tokens ct;
 	bool host = false, conn = false;
 	unsigned trail = 0; /* bit k: a field of kind FK_XFF + k was seen */
-	bool v6 = c->peer.family == AF_INET6;
 	size_t run = 0, peer_len = strlen(c->peer_str);
 	char *o;
 
@@ -650,24 +668,31 @@ static void build_head(struct proxy_conn *c, const struct http_request *req,
 			proxy_buf_str(b, default_host);
 		proxy_buf_add(b, "\r\n", 2);
 	}
-	/* Earlier hops first, in their order, then ours. */
-	add_trail(b, req, FK_XFF, trail & 1, "X-Forwarded-For: ", 17);
-	proxy_buf_add(b, c->peer_str, peer_len);
-	proxy_buf_add(b, "\r\n", 2);
-	add_trail(b, req, FK_FWD, trail & 2, "Forwarded: ", 11);
-	/* for="[v6]";proto=https: fixed text ~30 bytes with the address. */
-	o = proxy_buf_room(b, 40 + peer_len);
-	if (!o)
-		return;
-	o = v6 ? PROXY_PUT_LIT(o, "for=\"[") : PROXY_PUT_LIT(o, "for=");
-	o = proxy_put(o, c->peer_str, peer_len);
-	o = v6 ? PROXY_PUT_LIT(o, "]\";proto=") : PROXY_PUT_LIT(o, ";proto=");
-	o = c->tls_port ? PROXY_PUT_LIT(o, "https\r\n") : PROXY_PUT_LIT(o, "http\r\n");
-	proxy_buf_commit(b, o);
-	add_trail(b, req, FK_VIA, trail & 4, "Via: ", 5);
-	o = proxy_buf_room(b, 80);
-	if (!o)
-		return;
+	/* Earlier hops first, in their order, then ours. Without earlier
+	 * hops (the usual case) all of our lines and the framing fit one
+	 * room: both values ~30 bytes with the address, ~80 after them. */
+	if (!trail) {
+		o = proxy_buf_room(b, 200 + 2 * peer_len);
+		if (!o)
+			return;
+		o = PROXY_PUT_LIT(o, "X-Forwarded-For: ");
+		o = put_xff(o, c, peer_len);
+		o = PROXY_PUT_LIT(o, "Forwarded: ");
+		o = put_forwarded(o, c, peer_len);
+		o = PROXY_PUT_LIT(o, "Via: ");
+	} else {
+		add_trail(b, req, FK_XFF, trail & 1, "X-Forwarded-For: ", 17);
+		if (!(o = proxy_buf_room(b, 40 + peer_len)))
+			return;
+		proxy_buf_commit(b, put_xff(o, c, peer_len));
+		add_trail(b, req, FK_FWD, trail & 2, "Forwarded: ", 11);
+		if (!(o = proxy_buf_room(b, 40 + peer_len)))
+			return;
+		proxy_buf_commit(b, put_forwarded(o, c, peer_len));
+		add_trail(b, req, FK_VIA, trail & 4, "Via: ", 5);
+		if (!(o = proxy_buf_room(b, 80)))
+			return;
+	}
 	o = req->version_minor == 0 ? PROXY_PUT_LIT(o, "1.0 sluice\r\n")
 				    : PROXY_PUT_LIT(o, "1.1 sluice\r\n");
 	if (c->body_mode == BODY_LENGTH) {

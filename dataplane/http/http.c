@@ -144,7 +144,8 @@ static inline uint32_t load32(const char *p)
  * only from itself (the other pre-image is a CTL), so whole words compare,
  * the last one overlapping the one before. With len a constant the branches
  * fold away. */
-static inline bool lc_eq(const char *s, const char *lit, size_t len)
+static inline __attribute__((always_inline)) bool
+lc_eq(const char *s, const char *lit, size_t len)
 {
 	size_t i;
 
@@ -340,9 +341,10 @@ struct limits_eff {
 	size_t cid_len;
 };
 
-/* What the fields said, gathered while parsing; lives for one call. */
+/* What the fields of a request or response head said, gathered while
+ * parsing (Content-Length goes straight into the result); lives for one
+ * call. */
 struct head_state {
-	bool have_cl;
 	bool have_te;
 	bool te_last_chunked;	  /* the last coding so far is chunked */
 	bool te_chunked_nonfinal; /* chunked followed by another coding */
@@ -350,6 +352,7 @@ struct head_state {
 	bool te_other;		  /* a coding other than chunked */
 	bool conn_close;
 	bool conn_keep_alive;
+	bool conn_other;	  /* an option other than close and keep-alive */
 	bool expect_continue;
 	bool expect_other;
 };
@@ -403,101 +406,141 @@ static bool list_next(const char **p, const char *end, const char **el, size_t *
 	return false;
 }
 
-static int parse_content_length(struct http_request *req, struct head_state *hs, const char *v,
-				size_t len)
+/* Content-Length = 1*DIGIT, into *cl (-1 until one is seen). At most
+ * max_digits digits, and with more than 18 only a value that fits int64_t.
+ * A repeat is refused before its value is read, or with same_ok accepted
+ * if its value is the same (RFC 9110 8.6). Returns 0 or why it is bad. */
+static inline enum http_error content_length(const char *v, size_t len, int64_t *cl,
+					     size_t max_digits, bool same_ok)
 {
 	int64_t n = 0;
 
-	if (hs->have_cl)
-		return fail(req, HTTP_ERR_DUP_CONTENT_LENGTH);
-	hs->have_cl = true;
-	if (len == 0)
-		return fail(req, HTTP_ERR_BAD_CONTENT_LENGTH);
+	if (!same_ok && *cl >= 0)
+		return HTTP_ERR_DUP_CONTENT_LENGTH;
+	if (len == 0 || len > max_digits)
+		return HTTP_ERR_BAD_CONTENT_LENGTH;
 	for (size_t i = 0; i < len; i++) {
 		unsigned d = (unsigned char)v[i] - '0';
 
-		if (d > 9 || n > (INT64_MAX - (int64_t)d) / 10)
-			return fail(req, HTTP_ERR_BAD_CONTENT_LENGTH);
+		/* 18 digits cannot overflow int64_t. */
+		if (d > 9 || (i >= 18 && n > (INT64_MAX - (int64_t)d) / 10))
+			return HTTP_ERR_BAD_CONTENT_LENGTH;
 		n = n * 10 + (int64_t)d;
 	}
-	req->content_length = n;
-	return 0;
+	if (*cl >= 0 && *cl != n)
+		return HTTP_ERR_DUP_CONTENT_LENGTH;
+	*cl = n;
+	return HTTP_OK;
 }
 
-/* transfer-coding = token *( OWS ";" OWS transfer-parameter ); only the
- * coding name matters, parameters make a coding other than plain chunked. */
-static int parse_transfer_encoding(struct http_request *req, struct head_state *hs, const char *v,
-				   size_t len)
+/* Transfer-Encoding = #transfer-coding, several fields being one list (RFC
+ * 9110 5.3). transfer-coding = token *( OWS ";" OWS transfer-parameter );
+ * only the coding name matters, parameters make a coding other than plain
+ * chunked. strict: an element that is not a transfer-coding is an error,
+ * else just a coding other than chunked. */
+static inline enum http_error transfer_encoding(struct head_state *hs, const char *v, size_t len,
+						bool strict)
 {
 	const char *p = v, *end = v + len, *el;
 	size_t el_len;
 
 	hs->have_te = true;
 	while (list_next(&p, end, &el, &el_len)) {
-		size_t tok = 0;
-
-		while (tok < el_len && IS(el[tok], C_TCHAR))
-			tok++;
-		if (tok == 0)
-			return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
-		if (tok < el_len) {
-			size_t i = tok;
-
-			while (i < el_len && is_ows(el[i]))
-				i++;
-			if (i == el_len || el[i] != ';')
-				return fail(req, HTTP_ERR_TE_NOT_CHUNKED);
-		}
-		if (tok == el_len && LC_IS(el, el_len, "chunked")) {
+		/* Only tchar bytes compare equal to "chunked" (see lc_eq). */
+		if (LC_IS(el, el_len, "chunked")) {
 			if (hs->te_last_chunked || hs->te_chunked_nonfinal)
 				hs->te_chunked_twice = true;
 			hs->te_last_chunked = true;
-		} else {
-			if (hs->te_last_chunked)
-				hs->te_chunked_nonfinal = true;
-			hs->te_last_chunked = false;
-			hs->te_other = true;
+			continue;
 		}
+		if (strict) {
+			size_t i = 0;
+
+			while (i < el_len && IS(el[i], C_TCHAR))
+				i++;
+			if (i == 0)
+				return HTTP_ERR_TE_NOT_CHUNKED;
+			if (i < el_len) {
+				while (i < el_len && is_ows(el[i]))
+					i++;
+				if (i == el_len || el[i] != ';')
+					return HTTP_ERR_TE_NOT_CHUNKED;
+			}
+		}
+		if (hs->te_last_chunked)
+			hs->te_chunked_nonfinal = true;
+		hs->te_last_chunked = false;
+		hs->te_other = true;
 	}
-	return 0;
+	return HTTP_OK;
+}
+
+/* Connection = #connection-option. */
+static inline __attribute__((always_inline)) void
+connection(struct head_state *hs, const char *v, size_t len)
+{
+	const char *p = v, *end = v + len, *el;
+	size_t el_len;
+
+	/* One token, the usual case, needs no list walk. */
+	if (LC_IS(v, len, "keep-alive")) {
+		hs->conn_keep_alive = true;
+		return;
+	}
+	if (LC_IS(v, len, "close")) {
+		hs->conn_close = true;
+		return;
+	}
+	while (list_next(&p, end, &el, &el_len)) {
+		if (LC_IS(el, el_len, "close"))
+			hs->conn_close = true;
+		else if (LC_IS(el, el_len, "keep-alive"))
+			hs->conn_keep_alive = true;
+		else
+			hs->conn_other = true;
+	}
 }
 
 /* v[0..len) is the trimmed value, v[0..room) the buffer from v on: what
  * follows the value (OWS, CR) is no host byte, so the class scan may run on
  * past len in whole vectors and still stops by len. */
-static int parse_host(struct http_request *req, const char *v, size_t len, size_t room)
+static enum http_error parse_host(struct http_request *req, const char *v, size_t len, size_t room)
 {
 	if (req->host.ptr)
-		return fail(req, HTTP_ERR_HOST_DUPLICATE);
+		return HTTP_ERR_HOST_DUPLICATE;
 	if (class_len(v, room, host_nib, C_HOST) < len)
-		return fail(req, HTTP_ERR_BAD_HOST);
+		return HTTP_ERR_BAD_HOST;
 	req->host.ptr = v;
 	req->host.len = len;
-	return 0;
+	return HTTP_OK;
 }
 
-/* Interprets the fields the proxy needs, so it never scans the head again.
- * Dispatched on the name's length, then its first byte, before any whole
- * compare: most fields cost a switch. v[0..vlen) is the trimmed value,
- * v[0..vroom) the buffer from there on. */
-static int interpret_field(struct http_request *req, struct head_state *hs,
-			   const struct limits_eff *L, const char *name, size_t nlen,
-			   const char *v, size_t vlen, size_t vroom)
+/* Interprets the fields the proxy needs, so it never scans the head again:
+ * of a request (req, L its limits) Host, Expect, Content-Length,
+ * Transfer-Encoding, Connection and the client-id field; of a response
+ * (req and L unused) the last three, which frame it. Dispatched on the
+ * name's length, then its first byte, before any whole compare: most
+ * fields cost a switch. v[0..vlen) is the trimmed value, v[0..vroom) the
+ * buffer from there on. Returns 0 or why the field is bad. */
+static inline __attribute__((always_inline)) enum http_error
+interpret_field(bool request, struct http_request *req, const struct limits_eff *L,
+		struct head_state *hs, int64_t *cl, const char *name, size_t nlen, const char *v,
+		size_t vlen, size_t vroom)
 {
 	const char *p = v, *end = v + vlen, *el;
 	size_t el_len;
 
-	if (nlen == L->cid_len && !req->client_id.ptr && ci_eq(name, L->cid, nlen)) {
+	if (request && nlen == L->cid_len && !req->client_id.ptr && ci_eq(name, L->cid, nlen)) {
 		req->client_id.ptr = v;
 		req->client_id.len = vlen;
 	}
 	switch (nlen) {
 	case 4:
-		if (lc_eq(name, "host", 4))
+		if (request && lc_eq(name, "host", 4))
 			return parse_host(req, v, vlen, vroom);
 		break;
 	case 6:
-		if ((name[0] | 0x20) != 'e' || !lc_eq(name, "expect", 6))
+		if (!request || (name[0] | 0x20) != 'e' || !lc_eq(name, "expect", 6))
 			break;
 		/* One token, the usual case, needs no list walk. */
 		if (LC_IS(v, vlen, "100-continue")) {
@@ -512,34 +555,126 @@ static int interpret_field(struct http_request *req, struct head_state *hs,
 		}
 		break;
 	case 10:
-		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "connection", 10))
-			break;
-		if (LC_IS(v, vlen, "keep-alive")) {
-			hs->conn_keep_alive = true;
-			break;
-		}
-		if (LC_IS(v, vlen, "close")) {
-			hs->conn_close = true;
-			break;
-		}
-		while (list_next(&p, end, &el, &el_len)) {
-			if (LC_IS(el, el_len, "close"))
-				hs->conn_close = true;
-			else if (LC_IS(el, el_len, "keep-alive"))
-				hs->conn_keep_alive = true;
-		}
+		if ((name[0] | 0x20) == 'c' && lc_eq(name, "connection", 10))
+			connection(hs, v, vlen);
 		break;
 	case 14:
+		/* A request's: any digits that fit int64_t, never repeated; a
+		 * response's: 1 to 18 digits, repeated only equal. */
 		if ((name[0] | 0x20) == 'c' && lc_eq(name, "content-length", 14))
-			return parse_content_length(req, hs, v, vlen);
+			return content_length(v, vlen, cl, request ? SIZE_MAX : 18, !request);
 		break;
 	case 17:
+		/* A response's framing needs only its final coding (RFC 9112
+		 * 6.3): what the others are, it does not judge. */
 		if ((name[0] | 0x20) == 't' && lc_eq(name, "transfer-encoding", 17))
-			return parse_transfer_encoding(req, hs, v, vlen);
+			return transfer_encoding(hs, v, vlen, request);
 		break;
 	default:
 		break;
 	}
+	return HTTP_OK;
+}
+
+/* Why a field line is bad whose name (empty or not) ends at ch, ch not ':'
+ * after a name, nor CR at the start of a line. over: the head already holds
+ * as many lines as it may, judged after a bad line start's own errors. */
+static enum http_error name_error(char ch, bool empty, bool over)
+{
+	if (!empty)
+		return is_ows(ch) ? HTTP_ERR_SPACE_BEFORE_COLON : HTTP_ERR_BAD_CHAR;
+	if (ch == '\n')
+		return HTTP_ERR_BARE_LF;
+	/* Also whitespace before the first field (RFC 9112 2.2). */
+	if (is_ows(ch))
+		return HTTP_ERR_OBS_FOLD;
+	if (over)
+		return HTTP_ERR_TOO_MANY_FIELDS;
+	return ch == ':' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR;
+}
+
+/* Why a line of field-value bytes (reason-phrase bytes are the same) that
+ * stops at buf[i] (buf[0..end)) is not ended by CRLF there: -EAGAIN if it
+ * may be once more bytes come, else the error. Classified only once a
+ * line is known to be bad, so a well-formed one takes one branch. */
+static int crlf_error(const char *buf, size_t end, size_t i)
+{
+	if (end - i < 1)
+		return -EAGAIN;
+	if (buf[i] == '\n')
+		return HTTP_ERR_BARE_LF;
+	if (buf[i] != '\r')
+		return HTTP_ERR_BAD_CHAR;
+	if (end - i < 2)
+		return -EAGAIN;
+	return HTTP_ERR_BARE_LF;
+}
+
+static inline bool at_crlf(const char *buf, size_t end, size_t i)
+{
+	return end - i >= 2 && load16(buf + i) == load16("\r\n");
+}
+
+/* Offsets of a field line's parts in the head's buffer; lives for one line. */
+struct field_line {
+	size_t name, name_end;
+	size_t value, value_end; /* OWS trimmed */
+};
+
+enum { LINE_EMPTY = -1 }; /* field_line: the empty line ending the head */
+
+/* Parses one field line (field-name ":" OWS field-value OWS CRLF) from
+ * buf[*p], buf[0..end), into *f and moves *p past it. Returns 0,
+ * LINE_EMPTY for the empty line that ends the head (*p moved past it too),
+ * -EAGAIN if the line may go on past end, or why it is bad. over: the head
+ * already holds as many lines as it may, an error as soon as the line
+ * starts with a name byte. Checks are ordered so that a well-formed line
+ * takes the fewest branches. */
+static inline __attribute__((always_inline)) int
+field_line(const char *buf, size_t end, size_t *p, bool over, struct field_line *f)
+{
+	size_t i = *p, name, name_end, value, value_end;
+
+	if (end - i < 1)
+		return -EAGAIN;
+	if (!IS(buf[i], C_TCHAR)) {
+		if (buf[i] != '\r')
+			return name_error(buf[i], true, over);
+		if (end - i < 2)
+			return -EAGAIN;
+		if (buf[i + 1] != '\n')
+			return HTTP_ERR_BARE_LF;
+		*p = i + 2;
+		return LINE_EMPTY;
+	}
+	if (over)
+		return HTTP_ERR_TOO_MANY_FIELDS;
+
+	name = i;
+	i += 1 + tchar_len(buf + i + 1, end - i - 1);
+	if (i == end || buf[i] != ':')
+		return i == end ? -EAGAIN : (int)name_error(buf[i], false, false);
+	name_end = i;
+	i++;
+
+	/* OWS is made of value bytes: skipped before the value is scanned
+	 * (the scan would stop at the same byte), trimmed from its end after. */
+	while (i < end && is_ows(buf[i]))
+		i++;
+	value = i;
+	i += value_len(buf + i, end - i);
+	if (!at_crlf(buf, end, i))
+		return crlf_error(buf, end, i);
+	value_end = i;
+	i += 2;
+	/* Among value bytes, only OWS is at or below SP. */
+	while (value_end > value && (unsigned char)buf[value_end - 1] <= ' ')
+		value_end--;
+	f->name = name;
+	f->name_end = name_end;
+	f->value = value;
+	f->value_end = value_end;
+	*p = i;
 	return 0;
 }
 
@@ -600,7 +735,7 @@ static int finish_head(struct http_request *req, const struct head_state *hs,
 	if (hs->have_te) {
 		/* RFC 9112 6.3: CL with TE is a smuggling vector; a proxy must
 		 * not forward both, and refusing is the simplest safe answer. */
-		if (hs->have_cl)
+		if (req->content_length >= 0)
 			return fail(req, HTTP_ERR_CL_AND_TE);
 		if (req->version_minor == 0 || !hs->te_last_chunked || hs->te_chunked_nonfinal ||
 		    hs->te_chunked_twice)
@@ -713,75 +848,30 @@ static int parse_head(const char *buf, size_t len, struct http_request *req,
 
 	/* *( field-line CRLF ) CRLF */
 	for (;;) {
-		size_t name, name_len, value, value_end;
+		struct field_line f;
 
-		NEED(1);
-		if (!IS(buf[p], C_TCHAR)) {
-			char ch = buf[p];
-
-			if (ch == '\r') {
-				NEED(2);
-				if (buf[p + 1] != '\n')
-					return fail(req, HTTP_ERR_BARE_LF);
-				p += 2;
+		r = field_line(buf, end, &p, nfields >= max_lines, &f);
+		if (r) {
+			if (r == LINE_EMPTY)
 				break;
-			}
-			if (ch == '\n')
-				return fail(req, HTTP_ERR_BARE_LF);
-			/* Also whitespace before the first field (RFC 9112 2.2). */
-			if (is_ows(ch))
-				return fail(req, HTTP_ERR_OBS_FOLD);
-			if (nfields >= max_lines)
-				return fail(req, HTTP_ERR_TOO_MANY_FIELDS);
-			return fail(req, ch == ':' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR);
+			if (r == -EAGAIN)
+				goto out_incomplete;
+			return fail(req, r);
 		}
-		if (nfields >= max_lines)
-			return fail(req, HTTP_ERR_TOO_MANY_FIELDS);
-
-		name = p;
-		p += 1 + tchar_len(buf + p + 1, end - p - 1);
-		if (p == end || buf[p] != ':') {
-			NEED(1);
-			return fail(req, is_ows(buf[p]) ? HTTP_ERR_SPACE_BEFORE_COLON
-							: HTTP_ERR_BAD_CHAR);
-		}
-		name_len = p - name;
-		p++;
-
-		/* OWS is made of value bytes: scanned with the value, trimmed
-		 * from both ends after. */
-		value = p;
-		p += value_len(buf + p, end - p);
-		if (end - p < 2 || load16(buf + p) != load16("\r\n")) {
-			NEED(1);
-			if (buf[p] == '\n')
-				return fail(req, HTTP_ERR_BARE_LF);
-			if (buf[p] != '\r')
-				return fail(req, HTTP_ERR_BAD_CHAR);
-			NEED(2);
-			return fail(req, HTTP_ERR_BARE_LF);
-		}
-		/* Among value bytes, only OWS is at or below SP. */
-		value_end = p;
-		while (value < value_end && (unsigned char)buf[value] <= ' ')
-			value++;
-		while (value_end > value && (unsigned char)buf[value_end - 1] <= ' ')
-			value_end--;
-		p += 2;
-
 		if (fields) {
 			struct http_header *h = &fields[nfields];
 
-			h->name.ptr = buf + name;
-			h->name.len = name_len;
-			h->value.ptr = buf + value;
-			h->value.len = value_end - value;
+			h->name.ptr = buf + f.name;
+			h->name.len = f.name_end - f.name;
+			h->value.ptr = buf + f.value;
+			h->value.len = f.value_end - f.value;
 		}
 		req->num_headers = ++nfields;
-		r = interpret_field(req, &hs, L, buf + name, name_len, buf + value,
-				    value_end - value, end - value);
-		if (r < 0)
-			return r;
+		r = interpret_field(true, req, L, &hs, &req->content_length, buf + f.name,
+				    f.name_end - f.name, buf + f.value, f.value_end - f.value,
+				    end - f.value);
+		if (r)
+			return fail(req, r);
 	}
 #undef NEED
 
@@ -841,83 +931,10 @@ int http_parse_request(const char *buf, size_t len, size_t last_len, struct http
 
 /* ---- responses ---------------------------------------------------------- */
 
-/* What the response's fields said, gathered in the pass; lives for one call. */
-struct resp_state {
-	bool have_te;
-	bool te_last_chunked;	/* the last non-empty coding so far is chunked */
-	bool conn_close;
-	bool conn_keep_alive;
-};
-
 static int resp_fail(struct http_response *resp, enum http_error e)
 {
 	resp->error = e;
 	return -EBADMSG;
-}
-
-/* Interprets the three fields that frame a response. Dispatched on the
- * name's length, then its first byte, before any whole compare: most fields
- * cost a switch. */
-static int resp_field(struct http_response *resp, struct resp_state *rs, const char *name,
-		      size_t nlen, const char *v, size_t vlen)
-{
-	const char *p = v, *end = v + vlen, *el;
-	size_t el_len;
-	int64_t n = 0;
-
-	switch (nlen) {
-	case 10:
-		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "connection", 10))
-			break;
-		/* One token, the usual case, needs no list walk. */
-		if (LC_IS(v, vlen, "keep-alive")) {
-			rs->conn_keep_alive = true;
-			break;
-		}
-		if (LC_IS(v, vlen, "close")) {
-			rs->conn_close = true;
-			break;
-		}
-		while (list_next(&p, end, &el, &el_len)) {
-			if (LC_IS(el, el_len, "close"))
-				rs->conn_close = true;
-			else if (LC_IS(el, el_len, "keep-alive"))
-				rs->conn_keep_alive = true;
-			else
-				resp->conn_other = true;
-		}
-		break;
-	case 14:
-		if ((name[0] | 0x20) != 'c' || !lc_eq(name, "content-length", 14))
-			break;
-		/* 18 digits cannot overflow int64_t, and no body is larger. */
-		if (vlen == 0 || vlen > 18)
-			return resp_fail(resp, HTTP_ERR_BAD_CONTENT_LENGTH);
-		for (size_t i = 0; i < vlen; i++) {
-			unsigned d = (unsigned char)v[i] - '0';
-
-			if (d > 9)
-				return resp_fail(resp, HTTP_ERR_BAD_CONTENT_LENGTH);
-			n = n * 10 + (int64_t)d;
-		}
-		/* RFC 9110 8.6: repeated equal values may be taken as one. */
-		if (resp->content_length >= 0 && resp->content_length != n)
-			return resp_fail(resp, HTTP_ERR_DUP_CONTENT_LENGTH);
-		resp->content_length = n;
-		break;
-	case 17:
-		if ((name[0] | 0x20) != 't' || !lc_eq(name, "transfer-encoding", 17))
-			break;
-		/* Several fields are one list (RFC 9110 5.3); only the final
-		 * coding frames the body (RFC 9112 6.3). */
-		rs->have_te = true;
-		while (list_next(&p, end, &el, &el_len))
-			rs->te_last_chunked = LC_IS(el, el_len, "chunked");
-		break;
-	default:
-		break;
-	}
-	return 0;
 }
 
 /* Checks the fixed first 13 bytes of a status line, "HTTP/1.1 200 " or
@@ -944,15 +961,9 @@ static int status_start(const char *buf, struct http_response *resp)
 static int parse_response_head(const char *buf, size_t end, struct http_response *resp)
 {
 	size_t max_fields = resp->headers ? resp->headers_cap : SIZE_MAX;
-	struct resp_state rs = { 0 };
+	struct head_state hs = { 0 };
 	size_t p, start;
 	int r;
-
-#define NEED(n)                              \
-	do {                                 \
-		if (end - p < (size_t)(n))   \
-			return -EAGAIN;      \
-	} while (0)
 
 	/* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] CRLF */
 	if (end < 13) {
@@ -981,92 +992,46 @@ static int parse_response_head(const char *buf, size_t end, struct http_response
 	p = buf[12] == ' ' ? 13 : 12;
 	start = p;
 	p += value_len(buf + p, end - p);
-	if (end - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') {
-		NEED(1);
-		if (buf[p] == '\n')
-			return resp_fail(resp, HTTP_ERR_BARE_LF);
-		if (buf[p] != '\r')
-			return resp_fail(resp, HTTP_ERR_BAD_CHAR);
-		NEED(2);
-		return resp_fail(resp, HTTP_ERR_BARE_LF);
+	if (!at_crlf(buf, end, p)) {
+		r = crlf_error(buf, end, p);
+		return r < 0 ? r : resp_fail(resp, r);
 	}
 	resp->reason.ptr = buf + start;
 	resp->reason.len = p - start;
 	p += 2;
 
-	/* *( field-line CRLF ) CRLF: the rules of parse_head, with the checks
-	 * ordered so that a well-formed line takes the fewest branches and the
-	 * error is classified only once a line is known to be bad. */
+	/* *( field-line CRLF ) CRLF: the rules of parse_head, but that too
+	 * many fields is judged once the line is known to be well-formed. */
 	for (;;) {
-		size_t name, name_len, value, value_end;
+		struct field_line f;
 
-		NEED(1);
-		if (buf[p] == '\r') {
-			NEED(2);
-			if (buf[p + 1] != '\n')
-				return resp_fail(resp, HTTP_ERR_BARE_LF);
-			p += 2;
-			break;
+		r = field_line(buf, end, &p, false, &f);
+		if (r) {
+			if (r == LINE_EMPTY)
+				break;
+			return r < 0 ? r : resp_fail(resp, r);
 		}
-		name = p;
-		p += tchar_len(buf + p, end - p);
-		NEED(1);
-		if (buf[p] != ':' || p == name) {
-			char ch = buf[p];
-
-			if (p > name)
-				return resp_fail(resp, is_ows(ch) ? HTTP_ERR_SPACE_BEFORE_COLON
-								  : HTTP_ERR_BAD_CHAR);
-			if (ch == '\n')
-				return resp_fail(resp, HTTP_ERR_BARE_LF);
-			/* Also whitespace before the first field (RFC 9112 2.2). */
-			if (is_ows(ch))
-				return resp_fail(resp, HTTP_ERR_OBS_FOLD);
-			return resp_fail(resp, ch == ':' ? HTTP_ERR_SYNTAX : HTTP_ERR_BAD_CHAR);
-		}
-		name_len = p - name;
-		p++;
-
-		/* OWS is made of value bytes: scanned with the value, trimmed
-		 * from both ends after. */
-		value = p;
-		p += value_len(buf + p, end - p);
-		if (end - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') {
-			NEED(1);
-			if (buf[p] == '\n')
-				return resp_fail(resp, HTTP_ERR_BARE_LF);
-			if (buf[p] != '\r')
-				return resp_fail(resp, HTTP_ERR_BAD_CHAR);
-			NEED(2);
-			return resp_fail(resp, HTTP_ERR_BARE_LF);
-		}
-		value_end = p;
-		while (value < value_end && is_ows(buf[value]))
-			value++;
-		while (value_end > value && is_ows(buf[value_end - 1]))
-			value_end--;
-		p += 2;
-
 		if (resp->num_headers >= max_fields)
 			return resp_fail(resp, HTTP_ERR_TOO_MANY_FIELDS);
 		if (resp->headers) {
 			struct http_header *h = &resp->headers[resp->num_headers];
 
-			h->name.ptr = buf + name;
-			h->name.len = name_len;
-			h->value.ptr = buf + value;
-			h->value.len = value_end - value;
+			h->name.ptr = buf + f.name;
+			h->name.len = f.name_end - f.name;
+			h->value.ptr = buf + f.value;
+			h->value.len = f.value_end - f.value;
 		}
 		resp->num_headers++;
-		r = resp_field(resp, &rs, buf + name, name_len, buf + value, value_end - value);
-		if (r < 0)
-			return r;
+		r = interpret_field(false, NULL, NULL, &hs, &resp->content_length, buf + f.name,
+				    f.name_end - f.name, buf + f.value, f.value_end - f.value,
+				    end - f.value);
+		if (r)
+			return resp_fail(resp, r);
 	}
-#undef NEED
-
-	resp->chunked = rs.have_te && rs.te_last_chunked;
-	resp->te_not_chunked = rs.have_te && !rs.te_last_chunked;
-	resp->keep_alive = !rs.conn_close && (resp->version_minor == 1 || rs.conn_keep_alive);
+	resp->chunked = hs.have_te && hs.te_last_chunked;
+	resp->te_not_chunked = hs.have_te && !hs.te_last_chunked;
+	resp->keep_alive = !hs.conn_close && (resp->version_minor == 1 || hs.conn_keep_alive);
+	resp->conn_other = hs.conn_other;
 	return (int)p;
 }
 

@@ -55,11 +55,14 @@ static inline bool bytes_eq_short(const void *a, const void *b, size_t n)
 
 /* s[0..n) equals lit[0..n) up to ASCII case, for a lit of lower-case
  * letters, digits and '-' (field names and tokens such as "content-length",
- * "keep-alive"): each byte of s is ORed with 0x20 and compared, a word at a
- * time. Exact when s holds token characters (RFC 9110 tchar): no other
- * tchar maps onto a letter, digit or '-' that way. Reads only n bytes of
- * each. */
-static inline bool bytes_eq_lower(const void *s, const char *lit, size_t n)
+ * "keep-alive") and an s without bytes below 0x20 but HTAB (true of field
+ * names and values once an HTTP parser scanned them): each byte of s is
+ * ORed with 0x20, which gives a letter only from that letter in either
+ * case and a digit or '-' only from itself (the other pre-image is a CTL),
+ * and compared a word at a time, the last word overlapping the one before.
+ * Reads only n bytes of each; with n a constant the branches fold away. */
+static inline __attribute__((always_inline)) bool bytes_eq_lower(const void *s, const char *lit,
+								     size_t n)
 {
 	const unsigned char *p = s;
 	const uint64_t ones = 0x0101010101010101ull;

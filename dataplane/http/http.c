@@ -8,6 +8,7 @@
  * on bytes already seen, so a prefix of a head yields -EAGAIN or the same
  * error as the whole head. Nothing here allocates or keeps global state.
  */
+#include "bytes.h"
 #include "http.h"
 
 #include <errno.h>
@@ -137,34 +138,7 @@ static inline uint32_t load32(const char *p)
 	return w;
 }
 
-/* Does s[0..len) equal the literal lit[0..len) ignoring ASCII case? lit is
- * lower-case letters, digits and '-'; s holds no byte below 0x20 but HTAB
- * (true of names and values once scanned). OR-ing 0x20 into such a byte
- * gives a letter only from that letter in either case, and a digit or '-'
- * only from itself (the other pre-image is a CTL), so whole words compare,
- * the last one overlapping the one before. With len a constant the branches
- * fold away. */
-static inline __attribute__((always_inline)) bool
-lc_eq(const char *s, const char *lit, size_t len)
-{
-	size_t i;
-
-	if (len >= 8) {
-		for (i = 0; i + 8 < len; i += 8)
-			if ((load64(s + i) | ONES * 0x20) != load64(lit + i))
-				return false;
-		return (load64(s + len - 8) | ONES * 0x20) == load64(lit + len - 8);
-	}
-	if (len >= 4)
-		return (load32(s) | 0x20202020u) == load32(lit) &&
-		       (load32(s + len - 4) | 0x20202020u) == load32(lit + len - 4);
-	for (i = 0; i < len; i++)
-		if (((unsigned char)s[i] | 0x20) != (unsigned char)lit[i])
-			return false;
-	return true;
-}
-
-#define LC_IS(s, len, lit) ((len) == sizeof(lit) - 1 && lc_eq((s), lit, sizeof(lit) - 1))
+#define LC_IS(s, len, lit) ((len) == sizeof(lit) - 1 && bytes_eq_lower((s), lit, sizeof(lit) - 1))
 
 /* The classes as pairs of 16-entry nibble tables: a byte b is in the class
  * iff lo[b & 15] & hi[b >> 4] is not 0 (one bit per distinct set of low
@@ -446,7 +420,7 @@ static inline enum http_error transfer_encoding(struct head_state *hs, const cha
 
 	hs->have_te = true;
 	while (list_next(&p, end, &el, &el_len)) {
-		/* Only tchar bytes compare equal to "chunked" (see lc_eq). */
+		/* Only tchar bytes compare equal to "chunked" (see bytes_eq_lower). */
 		if (LC_IS(el, el_len, "chunked")) {
 			if (hs->te_last_chunked || hs->te_chunked_nonfinal)
 				hs->te_chunked_twice = true;
@@ -536,11 +510,11 @@ interpret_field(bool request, struct http_request *req, const struct limits_eff 
 	}
 	switch (nlen) {
 	case 4:
-		if (request && lc_eq(name, "host", 4))
+		if (request && bytes_eq_lower(name, "host", 4))
 			return parse_host(req, v, vlen, vroom);
 		break;
 	case 6:
-		if (!request || (name[0] | 0x20) != 'e' || !lc_eq(name, "expect", 6))
+		if (!request || (name[0] | 0x20) != 'e' || !bytes_eq_lower(name, "expect", 6))
 			break;
 		/* One token, the usual case, needs no list walk. */
 		if (LC_IS(v, vlen, "100-continue")) {
@@ -555,19 +529,19 @@ interpret_field(bool request, struct http_request *req, const struct limits_eff 
 		}
 		break;
 	case 10:
-		if ((name[0] | 0x20) == 'c' && lc_eq(name, "connection", 10))
+		if ((name[0] | 0x20) == 'c' && bytes_eq_lower(name, "connection", 10))
 			connection(hs, v, vlen);
 		break;
 	case 14:
 		/* A request's: any digits that fit int64_t, never repeated; a
 		 * response's: 1 to 18 digits, repeated only equal. */
-		if ((name[0] | 0x20) == 'c' && lc_eq(name, "content-length", 14))
+		if ((name[0] | 0x20) == 'c' && bytes_eq_lower(name, "content-length", 14))
 			return content_length(v, vlen, cl, request ? SIZE_MAX : 18, !request);
 		break;
 	case 17:
 		/* A response's framing needs only its final coding (RFC 9112
 		 * 6.3): what the others are, it does not judge. */
-		if ((name[0] | 0x20) == 't' && lc_eq(name, "transfer-encoding", 17))
+		if ((name[0] | 0x20) == 't' && bytes_eq_lower(name, "transfer-encoding", 17))
 			return transfer_encoding(hs, v, vlen, request);
 		break;
 	default:

@@ -2,16 +2,21 @@
  *
  * The current SSL_CTX is swapped under a mutex taken only to pin it when a
  * connection is created; every SSL holds its own reference, so a reload never
- * touches live connections. A connection's ciphertext lives in the two fixed
- * rings of a BIO pair (no allocation after tls_conn_new); the kTLS attempt is
- * the one place where OpenSSL talks to the socket itself.
+ * touches live connections. A connection's ciphertext lives in two flat
+ * buffers inside the tls_conn, reached by OpenSSL through a minimal BIO of
+ * ours (no allocation after tls_conn_new; pending/consume/feed never call
+ * into OpenSSL). Output bytes never move while unconsumed: the buffer only
+ * rewinds once empty. The kTLS attempt is the one place where OpenSSL talks
+ * to the socket itself.
  */
 #include "tls.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,9 +28,10 @@
 
 /* Input: room for one largest TLS record (2^14 + 2048 + 5) with slack, so a
  * feed after a drain always makes progress. Output: a few full records, so
- * a 64 KiB response needs about one send per 16 KiB record pair. */
-#define TLS_IN_RING_BYTES (32u * 1024u)
-#define TLS_OUT_RING_BYTES (64u * 1024u)
+ * a 64 KiB response goes out in about one send. (The sizes of the BIO pair
+ * rings these buffers replaced: per-connection memory is unchanged.) */
+#define TLS_IN_BUF_BYTES (32u * 1024u)
+#define TLS_OUT_BUF_BYTES (64u * 1024u)
 /* Largest plaintext per record (OpenSSL's default max_send_fragment). */
 #define TLS_RECORD_PLAIN_BYTES 16384u
 /* Ciphertext expansion per record is at most 29 bytes for the AEAD suites
@@ -59,12 +65,18 @@ enum tls_conn_state {
 	TLS_CONN_FAILED,
 };
 
-/* Owned by one worker; lives until tls_conn_free. */
+/* Owned by one worker; lives until tls_conn_free. One allocation: the
+ * buffers are allocated with the struct and never zeroed. */
 struct tls_conn {
 	struct tls_ctx *ctx;         /* borrowed: outlives the connection */
 	SSL *ssl;
-	BIO *net;                    /* our end of the pair: ciphertext rings */
-	BIO *inner;                  /* SSL's end; owned by ssl once attached */
+	BIO *bio;                    /* ours over in/out; owned by ssl once attached */
+	/* in[in_rpos, in_wpos): fed ciphertext SSL has not read yet. */
+	size_t in_rpos, in_wpos;
+	/* out[out_rpos, out_wpos): ciphertext SSL wrote, not yet consumed; may
+	 * be in flight in a send, so it never moves (append only, rewind to 0
+	 * only when empty). */
+	size_t out_rpos, out_wpos;
 	int fd;
 	enum tls_conn_state state;
 	enum tls_path path;
@@ -73,6 +85,8 @@ struct tls_conn {
 	bool tx_on_socket;           /* KTLS_SEND/BOTH: pending stays empty */
 	bool app_data_seen;          /* a read returned plaintext (handshake follow-ups done) */
 	const char *error;           /* static string from OpenSSL or here */
+	unsigned char in[TLS_IN_BUF_BYTES];
+	unsigned char out[TLS_OUT_BUF_BYTES];
 };
 
 static void stat_add(uint64_t *field)
@@ -223,6 +237,113 @@ bool tls_kernel_has_ulp(void)
 	return ulp_present;
 }
 
+/* ---- the connection BIO: OpenSSL's side of in/out ----
+ *
+ * What the BIO pair did, minus its generic ring machinery: reads drain in,
+ * writes append to out (partially when short of room, as the pair did),
+ * "retry" when empty/full. ctrl answers the few questions OpenSSL asks; every
+ * other command (the kTLS queries and BIO_set_ktls among them) gets 0: this
+ * BIO is never kTLS. */
+
+static int conn_bio_read(BIO *b, char *data, size_t len, size_t *readbytes)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	size_t have = c->in_wpos - c->in_rpos;
+
+	BIO_clear_retry_flags(b);
+	if (have == 0) {
+		BIO_set_retry_read(b);
+		*readbytes = 0;
+		return 0;
+	}
+	if (len > have)
+		len = have;
+	memcpy(data, c->in + c->in_rpos, len);
+	c->in_rpos += len;
+	if (c->in_rpos == c->in_wpos)
+		c->in_rpos = c->in_wpos = 0;
+	*readbytes = len;
+	return 1;
+}
+
+static int conn_bio_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	size_t room = sizeof(c->out) - c->out_wpos;
+
+	BIO_clear_retry_flags(b);
+	if (room == 0) {
+		BIO_set_retry_write(b);
+		*written = 0;
+		return 0;
+	}
+	if (len > room)
+		len = room;
+	memcpy(c->out + c->out_wpos, data, len);
+	c->out_wpos += len;
+	*written = len;
+	return 1;
+}
+
+/* OpenSSL asks about a dozen questions per request here (mostly the kTLS
+ * ones): look the connection up only for the two that need it. */
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	const struct tls_conn *c;
+
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_PENDING:
+		c = BIO_get_data(b);
+		return (long)(c->in_wpos - c->in_rpos);
+	case BIO_CTRL_WPENDING:
+		c = BIO_get_data(b);
+		return (long)(c->out_wpos - c->out_rpos);
+	case BIO_CTRL_FLUSH:
+		return 1;
+	default:
+		/* BIO_CTRL_EOF included: like the pair's, this peer never
+		 * shuts its write side, so no EOF; a TCP EOF is the worker's. */
+		return 0;
+	}
+}
+
+static int conn_bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static int conn_bio_destroy(BIO *b)
+{
+	BIO_set_data(b, NULL);
+	return 1;
+}
+
+/* Built once per process; never freed (shared by every ctx and conn). */
+static BIO_METHOD *conn_bio_method;
+static pthread_once_t conn_bio_once = PTHREAD_ONCE_INIT;
+
+static void make_conn_bio_method(void)
+{
+	int index = BIO_get_new_index();
+	BIO_METHOD *m;
+
+	if (index == -1)
+		return;
+	m = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "sluice tls_conn");
+	if (!m)
+		return;
+	if (!BIO_meth_set_read_ex(m, conn_bio_read) || !BIO_meth_set_write_ex(m, conn_bio_write) ||
+	    !BIO_meth_set_ctrl(m, conn_bio_ctrl) || !BIO_meth_set_create(m, conn_bio_create) ||
+	    !BIO_meth_set_destroy(m, conn_bio_destroy)) {
+		BIO_meth_free(m);
+		return;
+	}
+	conn_bio_method = m;
+}
+
 /* ---- connections ---- */
 
 static SSL_CTX *pin_current(struct tls_ctx *ctx)
@@ -247,9 +368,15 @@ int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **ret)
 		stat_add(&ctx->stats.refused_no_ktls);
 		return -EOPNOTSUPP;
 	}
-	c = calloc(1, sizeof(*c));
+	pthread_once(&conn_bio_once, make_conn_bio_method);
+	if (!conn_bio_method)
+		return -ENOMEM;
+	/* The 96 KiB of buffers are left unzeroed (as the pair's rings were):
+	 * only what is written is ever read. */
+	c = malloc(sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	memset(c, 0, offsetof(struct tls_conn, in));
 	c->ctx = ctx;
 	c->fd = fd;
 	c->path = TLS_PATH_USERSPACE;
@@ -259,27 +386,27 @@ int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **ret)
 	SSL_CTX_free(s);  /* the SSL holds its own reference now */
 	if (!c->ssl)
 		goto out_free_conn;
-	/* inner's ring is what SSL writes (our output), net's what we feed. */
-	if (!BIO_new_bio_pair(&c->inner, TLS_OUT_RING_BYTES, &c->net, TLS_IN_RING_BYTES))
+	c->bio = BIO_new(conn_bio_method);
+	if (!c->bio)
 		goto out_free_ssl;
+	BIO_set_data(c->bio, c);
 
 	if (try_ktls) {
 		if (SSL_set_fd(c->ssl, fd) != 1)
-			goto out_free_pair;
+			goto out_free_bio;
 		SSL_set_options(c->ssl, SSL_OP_ENABLE_KTLS);
 		c->on_socket = true;
 	} else {
-		SSL_set_bio(c->ssl, c->inner, c->inner);
-		c->inner = NULL;  /* owned by ssl */
+		SSL_set_bio(c->ssl, c->bio, c->bio);
+		c->bio = NULL;  /* owned by ssl */
 	}
 	SSL_set_accept_state(c->ssl);
 	ERR_clear_error();
 	*ret = c;
 	return 0;
 
-out_free_pair:
-	BIO_free(c->inner);
-	BIO_free(c->net);
+out_free_bio:
+	BIO_free(c->bio);
 out_free_ssl:
 	SSL_free(c->ssl);
 out_free_conn:
@@ -292,26 +419,39 @@ void tls_conn_free(struct tls_conn *c)
 {
 	if (!c)
 		return;
-	/* SSL_free frees the BIOs attached to it; an unattached inner is ours.
-	 * Neither ever closes fd (socket BIOs are BIO_NOCLOSE). */
+	/* SSL_free frees the BIOs attached to it (ours only points into c,
+	 * freed after it); an unattached one is ours. Neither ever closes fd
+	 * (socket BIOs are BIO_NOCLOSE). */
 	SSL_free(c->ssl);
-	BIO_free(c->inner);
-	BIO_free(c->net);
+	BIO_free(c->bio);
 	free(c);
 }
 
 ssize_t tls_conn_feed(struct tls_conn *c, const void *buf, size_t len)
 {
-	int n;
+	size_t room;
 
 	if (c->on_socket || c->rx_on_socket)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	if (len > INT32_MAX)
-		len = INT32_MAX;
-	n = BIO_write(c->net, buf, (int)len);
-	return n > 0 ? n : 0;
+	room = sizeof(c->in) - c->in_wpos;
+	if (len > room && c->in_rpos > 0) {
+		/* Unread bytes (a record's head, or records SSL was not asked
+		 * for yet) sit at the end: SSL sees in only through our read
+		 * callback, so they may move to the front. */
+		size_t have = c->in_wpos - c->in_rpos;
+
+		memmove(c->in, c->in + c->in_rpos, have);
+		c->in_rpos = 0;
+		c->in_wpos = have;
+		room = sizeof(c->in) - have;
+	}
+	if (len > room)
+		len = room;
+	memcpy(c->in + c->in_wpos, buf, len);
+	c->in_wpos += len;
+	return (ssize_t)len;
 }
 
 /* SSL_get_error needs an empty error queue before the call it judges.
@@ -334,7 +474,7 @@ static void note_failure(struct tls_conn *c, const char *fallback)
 }
 
 /* The kTLS handshake finished on the socket: keep the kernel for what it took
- * and move the rest onto the rings. */
+ * and move the rest onto our buffers. */
 static int settle_ktls(struct tls_conn *c)
 {
 	bool tx = BIO_get_ktls_send(SSL_get_wbio(c->ssl));
@@ -348,7 +488,7 @@ static int settle_ktls(struct tls_conn *c)
 	}
 	if (rx) {
 		/* No enum value for receive-only offload, and the kernel already
-		 * decrypts: the rings cannot take over. */
+		 * decrypts: the buffers cannot take over. */
 		c->error = "kTLS receive without send offload";
 		return -EPROTO;
 	}
@@ -362,12 +502,12 @@ static int settle_ktls(struct tls_conn *c)
 	if (tx) {
 		c->path = TLS_PATH_KTLS_SEND;
 		c->tx_on_socket = true;
-		SSL_set0_rbio(c->ssl, c->inner);
+		SSL_set0_rbio(c->ssl, c->bio);
 	} else {
 		c->path = TLS_PATH_USERSPACE;
-		SSL_set_bio(c->ssl, c->inner, c->inner);
+		SSL_set_bio(c->ssl, c->bio, c->bio);
 	}
-	c->inner = NULL;
+	c->bio = NULL;  /* owned by ssl */
 	return 0;
 }
 
@@ -427,12 +567,12 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	/* The caller loops until -EAGAIN, so every request would end with
 	 * an SSL_read that fails for want of input. Once application data
 	 * flowed, nothing buffered in the engine and no ciphertext in the
-	 * ring means exactly that: answer without asking OpenSSL. (Before
+	 * input buffer means exactly that: answer without asking OpenSSL. (Before
 	 * the first plaintext, SSL_read may still have handshake follow-ups
 	 * to do, so it is always called then; after close_notify it keeps
 	 * answering 0.) */
 	if (c->app_data_seen && !c->on_socket && !SSL_has_pending(c->ssl) &&
-	    BIO_ctrl_pending(SSL_get_rbio(c->ssl)) == 0 &&
+	    c->in_wpos == c->in_rpos &&
 	    !(SSL_get_shutdown(c->ssl) & SSL_RECEIVED_SHUTDOWN))
 		return -EAGAIN;
 	errors_empty();
@@ -473,7 +613,7 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 	if (c->tx_on_socket)
 		return -EINVAL;
 	while (done < len) {
-		size_t room = BIO_ctrl_get_write_guarantee(SSL_get_wbio(c->ssl));
+		size_t room = sizeof(c->out) - c->out_wpos;
 		size_t n = len - done;
 		int r;
 
@@ -489,10 +629,10 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 			done += (size_t)r;
 			continue;
 		}
-		/* On the rings a record was sized to fit, so a short write would
-		 * leave OpenSSL holding a half-written record that a later
+		/* A record was sized to fit the output buffer, so a short write
+		 * would leave OpenSSL holding a half-written record that a later
 		 * write with other bytes would misattribute: call it fatal. */
-		note_failure(c, "record did not fit the output ring");
+		note_failure(c, "record did not fit the output buffer");
 		c->state = TLS_CONN_FAILED;
 		return -EPROTO;
 	}
@@ -501,35 +641,23 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 	return (ssize_t)done;
 }
 
+/* On the kTLS paths OpenSSL writes to the socket, so out stays empty and
+ * both need no special case. */
 size_t tls_conn_pending(struct tls_conn *c, const void **data)
 {
-	char *p = NULL;
-	int n;
+	size_t n = c->out_wpos - c->out_rpos;
 
-	if (c->tx_on_socket || c->on_socket) {
-		*data = NULL;
-		return 0;
-	}
-	n = BIO_nread0(c->net, &p);
-	if (n <= 0) {
-		*data = NULL;
-		return 0;
-	}
-	*data = p;
-	return (size_t)n;
+	*data = n ? c->out + c->out_rpos : NULL;
+	return n;
 }
 
 void tls_conn_consume(struct tls_conn *c, size_t n)
 {
-	char *p;
-
-	while (n > 0) {
-		int k = BIO_nread(c->net, &p, n > INT32_MAX ? INT32_MAX : (int)n);
-
-		if (k <= 0)
-			break;
-		n -= (size_t)k;
-	}
+	assert(n <= c->out_wpos - c->out_rpos);
+	c->out_rpos += n;
+	/* Empty: nothing can be in flight any more, so rewind. */
+	if (c->out_rpos >= c->out_wpos)
+		c->out_rpos = c->out_wpos = 0;
 }
 
 int tls_conn_shutdown(struct tls_conn *c)

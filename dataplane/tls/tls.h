@@ -70,8 +70,9 @@ bool tls_kernel_has_ulp(void);
  * and does every recv/send itself; the engine never touches fd on the
  * user-space path (fd is kept for the kTLS path and for logging).
  *
- * Buffers are allocated once in tls_conn_new (a fixed ciphertext ring each
- * way); feed, handshake, read, write, pending and consume do not allocate.
+ * Buffers are allocated once in tls_conn_new (a fixed ciphertext buffer each
+ * way behind our own BIO); feed, handshake, read, write, pending and consume
+ * do not allocate.
  *
  * Calling sequence (user-space path, the one this kernel always takes):
  *
@@ -90,7 +91,8 @@ bool tls_kernel_has_ulp(void);
  *         // m == 0: peer sent close_notify; m == -EAGAIN: need more input
  *     }
  *   to send plaintext: k = tls_conn_write(tc, data, len);  // may take < len,
- *     -EAGAIN when the ciphertext ring is full: send pending first
+ *     -EAGAIN when the ciphertext buffer is full: send and consume all
+ *     pending first (its room comes back once everything pending is sent)
  *   after EVERY call above: while ((len = tls_conn_pending(tc, &out)) > 0)
  *     { send(out, len) ... on completion of s bytes: tls_conn_consume(tc, s); }
  *   to close: tls_conn_shutdown(tc); send pending; close(fd);
@@ -111,7 +113,7 @@ bool tls_kernel_has_ulp(void);
  *                       returns -EINVAL); received bytes still go through
  *                       feed/read as above.
  *   TLS_PATH_USERSPACE  offload failed: the engine has switched to its
- *                       rings; continue exactly as on the user-space path.
+ *                       buffers; continue exactly as on the user-space path.
  * With ktls_required, a connection that cannot offload is refused:
  * tls_conn_new (kernel has no ULP) or tls_conn_handshake (offload failed)
  * returns -EOPNOTSUPP and stats.refused_no_ktls is counted.
@@ -124,9 +126,9 @@ int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **ret);
 void tls_conn_free(struct tls_conn *c);  /* accepts NULL; never sends */
 
 /* Copies up to len received ciphertext bytes into the engine. Returns the
- * bytes taken (< len when the input ring is full: call tls_conn_handshake or
+ * bytes taken (< len when the input buffer is full: call tls_conn_handshake or
  * tls_conn_read to drain it, then feed the rest), -EINVAL while the engine
- * reads the socket itself. Never 0 for len > 0 after the ring was drained. */
+ * reads the socket itself. Never 0 for len > 0 after the buffer was drained. */
 ssize_t tls_conn_feed(struct tls_conn *c, const void *buf, size_t len);
 
 /* Advances the server handshake. 0: established (path counted; call
@@ -153,7 +155,7 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len);
  * returns its length (0: nothing). The chunk stays valid, unchanged, until
  * tls_conn_consume or tls_conn_free; calls that append (write, read,
  * handshake, shutdown) never move it. Consume what was sent, then ask again:
- * the ring may hold a second chunk. */
+ * more may have been appended since. */
 size_t tls_conn_pending(struct tls_conn *c, const void **data);
 void tls_conn_consume(struct tls_conn *c, size_t n);  /* n <= pending */
 

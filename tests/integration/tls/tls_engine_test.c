@@ -1,6 +1,6 @@
 /* tls_engine_test.c - one tls_conn paired in-process with an OpenSSL client
  * SSL over memory buffers (no sockets): byte-at-a-time delivery, large writes
- * against the fixed rings, close_notify both ways, key updates, the misuse
+ * against the fixed buffers, close_notify both ways, key updates, the misuse
  * answers the contract promises, and tls_ctx_new's error codes. The client is
  * OpenSSL's own, configured independently (verifies against the test CA).
  */
@@ -331,6 +331,162 @@ Test(tls_engine, pending_chunk_does_not_move_when_more_is_written)
 	cr_assert_eq(d1, d2);
 	cr_assert_gt(l2, l1);
 	cr_assert_eq(memcmp(d2, copy, l1), 0);
+}
+
+/* The worker sends [pending) from io_uring while it keeps encrypting more:
+ * the bytes of a send in flight must not move or change, a response larger
+ * than the output buffer waits (-EAGAIN) until everything earlier was
+ * consumed, and the client still receives every byte in order. */
+Test(tls_engine, output_in_flight_never_moves_and_a_large_response_waits_for_consume)
+{
+	const size_t total = (256u << 10) + 3;
+	char *src = malloc(total), *dst = malloc(total), *shadow = malloc(1 << 17);
+	size_t sent = 0, got = 0;
+	unsigned eagain_while_in_flight = 0;
+
+	cr_assert(src && dst && shadow);
+	for (size_t i = 0; i < total; i++)
+		src[i] = pattern_at(i + 11);
+	make_client(0, NULL, 0);
+	handshake(4096);
+	while (got < total) {
+		const void *fly, *d;
+		size_t fly_len, len, half;
+		ssize_t k;
+
+		/* Encrypt until nothing fits, then start a "send" of it all. */
+		while (sent < total && (k = tls_conn_write(srv, src + sent, total - sent)) > 0)
+			sent += (size_t)k;
+		fly_len = tls_conn_pending(srv, &fly);
+		cr_assert_gt(fly_len, 0);
+		cr_assert_leq(fly_len, (size_t)1 << 17);
+		memcpy(shadow, fly, fly_len);
+		/* While it is in flight the caller keeps writing: nothing fits
+		 * any more (or the little that does is appended behind). */
+		if (sent < total) {
+			k = tls_conn_write(srv, src + sent, total - sent);
+			if (k == -EAGAIN)
+				eagain_while_in_flight++;
+			else
+				cr_assert_gt(k, 0);
+			if (k > 0)
+				sent += (size_t)k;
+		}
+		/* The send completes in two parts; the second half is still the
+		 * same memory with the same bytes after the first was consumed. */
+		half = fly_len / 2;
+		cr_assert_eq(BIO_write(cnet, fly, (int)half), (int)half);
+		tls_conn_consume(srv, half);
+		len = tls_conn_pending(srv, &d);
+		cr_assert_eq(d, (const char *)fly + half, "unconsumed output moved");
+		cr_assert_geq(len, fly_len - half);
+		if (sent < total && tls_conn_write(srv, src + sent, total - sent) == -EAGAIN)
+			eagain_while_in_flight++;
+		cr_assert_eq(memcmp(shadow, fly, fly_len), 0, "in-flight bytes changed");
+		cr_assert_eq(BIO_write(cnet, (const char *)fly + half, (int)(fly_len - half)),
+			     (int)(fly_len - half));
+		tls_conn_consume(srv, fly_len - half);
+		/* Whatever was appended behind the flight goes out next time. */
+		for (;;) {
+			int n = SSL_read(cli, dst + got, (int)(total - got > 65536 ? 65536 : total - got));
+
+			if (n <= 0) {
+				cr_assert_eq(SSL_get_error(cli, n), SSL_ERROR_WANT_READ);
+				break;
+			}
+			got += (size_t)n;
+		}
+		if (sent == total && tls_conn_pending(srv, &d) == 0)
+			cr_assert_eq(got, total, "all ciphertext out, plaintext missing");
+	}
+	cr_assert_eq(memcmp(src, dst, total), 0);
+	cr_assert_gt(eagain_while_in_flight, 0, "the output buffer never filled up");
+	free(src);
+	free(dst);
+	free(shadow);
+}
+
+/* Records arrive across feeds: the input buffer fills with three whole
+ * records and the head of a fourth; after three reads only that partial
+ * record is left at the buffer's end, and the next feed must still take the
+ * rest of it (by moving the partial record to the front). */
+Test(tls_engine, input_buffer_makes_room_behind_a_partial_record)
+{
+	enum { REC = 10000, NREC = 4 };
+	char *src = malloc(REC * NREC), *dst = malloc(REC * NREC);
+	const void *d;
+	size_t total, rec, fed = 0;
+	char *p;
+	int n;
+
+	cr_assert(src && dst);
+	for (size_t i = 0; i < REC * NREC; i++)
+		src[i] = pattern_at(i + 3);
+	make_client(0, NULL, 0);
+	handshake(4096);
+	cr_assert_eq(tls_conn_pending(srv, &d), 0);
+	for (int i = 0; i < NREC; i++)
+		client_write_all(src + i * REC, REC);
+	total = (size_t)BIO_ctrl_pending(cnet);
+	rec = total / NREC;
+	cr_assert_eq(rec * NREC, total, "records of equal size expected");
+	/* The layout this test is about (32 KiB input buffer). */
+	cr_assert(3 * rec < 32768 && 32768 < 4 * rec, "record size %zu", rec);
+
+	/* One big feed: it stops at the buffer's end, inside record four. */
+	n = BIO_nread0(cnet, &p);
+	cr_assert_eq((size_t)n, total);
+	fed = (size_t)tls_conn_feed(srv, p, total);
+	cr_assert_gt(fed, 3 * rec);
+	cr_assert_lt(fed, total);
+	BIO_nread(cnet, &p, (int)fed);
+	cr_assert_eq(tls_conn_feed(srv, "x", 1), 0, "buffer is full");
+
+	/* Read exactly the three whole records, one at a time. */
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(tls_conn_read(srv, dst + i * REC, REC), REC);
+
+	/* Only the partial fourth record is left; the rest must fit now. */
+	n = BIO_nread0(cnet, &p);
+	cr_assert_eq((size_t)n, total - fed);
+	cr_assert_eq(tls_conn_feed(srv, p, (size_t)n), n);
+	BIO_nread(cnet, &p, n);
+	cr_assert_eq(tls_conn_read(srv, dst + 3 * REC, REC), REC);
+	cr_assert_eq(tls_conn_read(srv, dst, REC), -EAGAIN);
+	cr_assert_eq(memcmp(src, dst, REC * NREC), 0);
+	free(src);
+	free(dst);
+}
+
+/* Ciphertext fed one byte per call, and read after every byte: the record
+ * is assembled across many empty reads and arrives intact. */
+Test(tls_engine, data_fed_one_byte_per_call_with_a_read_after_each)
+{
+	char msg[3000], buf[sizeof(msg)];
+	size_t got = 0, calls = 0;
+	char *p;
+	int n;
+
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = pattern_at(i + 7);
+	make_client(0, NULL, 0);
+	handshake(4096);
+	client_write_all(msg, sizeof(msg));
+	while ((n = BIO_nread0(cnet, &p)) > 0) {
+		ssize_t m;
+
+		cr_assert_eq(tls_conn_feed(srv, p, 1), 1);
+		BIO_nread(cnet, &p, 1);
+		calls++;
+		m = tls_conn_read(srv, buf + got, sizeof(buf) - got);
+		if (m > 0)
+			got += (size_t)m;
+		else
+			cr_assert_eq(m, -EAGAIN);
+	}
+	cr_assert_gt(calls, sizeof(msg));
+	cr_assert_eq(got, sizeof(msg));
+	cr_assert_eq(memcmp(buf, msg, sizeof(msg)), 0);
 }
 
 Test(tls_engine, read_and_write_before_handshake_say_not_connected)

@@ -554,6 +554,7 @@ struct limiter {
 	/* Written on insert and sweep only, so kept off the line every check
 	 * reads. Counts live buckets plus inserts in flight. */
 	size_t count __attribute__((aligned(64)));
+	size_t sweep_next;          /* limiter_sweep_step's cursor */
 	struct insert_lock locks[INSERT_LOCKS];
 };
 
@@ -967,6 +968,26 @@ size_t limiter_sweep(struct limiter *l, uint64_t now_ns)
 	for (size_t i = 0; i < l->capacity + 2; i++)
 		reclaimed += sweep_slot(l, i, now_ns);
 	return reclaimed;
+}
+
+size_t limiter_sweep_step(struct limiter *l, uint64_t now_ns, size_t max_slots)
+{
+	size_t slots = l->capacity + 2, i = l->sweep_next, reclaimed = 0;
+
+	if (max_slots > slots)
+		max_slots = slots;
+	for (size_t k = 0; k < max_slots; k++) {
+		reclaimed += sweep_slot(l, i, now_ns);
+		if (++i == slots)
+			i = 0;
+	}
+	l->sweep_next = i;
+	return reclaimed;
+}
+
+size_t limiter_slots(const struct limiter *l)
+{
+	return l->capacity + 2;
 }
 
 size_t limiter_count(const struct limiter *l)

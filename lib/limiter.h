@@ -136,6 +136,16 @@ void limiter_prefetch(const struct limiter *l, uint64_t key);
  * slot: O(capacity) whatever the count (a few ms for the default size),
  * meant for a background thread. */
 size_t limiter_sweep(struct limiter *l, uint64_t now_ns);
+/* limiter_sweep in steps: sweeps the next min(max_slots, limiter_slots())
+ * slots after where the previous step stopped, wrapping around; returns
+ * how many buckets it reclaimed. limiter_slots() / k slots per step make a
+ * full pass every k steps, with no stall of milliseconds (and no walk of
+ * the whole table through the cache) on a CPU that also serves requests.
+ * One stepping thread at a time (the cursor is its own); concurrent with
+ * checks and limiter_sweep. */
+size_t limiter_sweep_step(struct limiter *l, uint64_t now_ns, size_t max_slots);
+/* Slots a full pass visits: the table's capacity plus the two reserved. */
+size_t limiter_slots(const struct limiter *l);
 /* Live buckets, plus inserts in flight. */
 size_t limiter_count(const struct limiter *l);
 

@@ -636,6 +636,40 @@ Test(limiter_table, cap_refuses_new_keys_but_serves_existing_ones)
 	limiter_free(l);
 }
 
+/* Steps of a third of the table make a pass in three (four with the
+ * remainder) calls: each idle bucket is reclaimed exactly once, whichever
+ * step meets it, the cursor wraps, and a step never walks more than one
+ * pass however large max_slots is. */
+Test(limiter_table, sweep_in_steps_reclaims_each_idle_bucket_once)
+{
+	struct limiter *l = new_table(64, NS_PER_S);
+	struct limiter_params p = mkp(TB, 1, NS_PER_S, 1);
+	size_t slots = limiter_slots(l), step = slots / 3, got = 0;
+
+	cr_assert_geq(slots, 130, "capacity is a power of two >= 2 x max, plus 2: %zu", slots);
+	for (uint64_t k = 1; k <= 40; k++)
+		cr_assert(check(l, k * 0x9E3779B97F4A7C15ull, &p, T0));
+	cr_assert_eq(limiter_count(l), 40);
+	/* Not idle yet: a whole pass in steps reclaims nothing. */
+	for (size_t done = 0; done < slots; done += step)
+		got += limiter_sweep_step(l, T0, step);
+	cr_assert_eq(got, 0);
+	/* Idle now: a pass in steps (starting where the last one stopped,
+	 * slots / 3 not dividing the table) takes each exactly once. */
+	for (size_t done = 0; done < slots; done += step)
+		got += limiter_sweep_step(l, T0 + 10 * NS_PER_S, step);
+	cr_assert_eq(got, 40);
+	cr_assert_eq(limiter_count(l), 0);
+	for (size_t done = 0; done < slots; done += step)
+		cr_assert_eq(limiter_sweep_step(l, T0 + 10 * NS_PER_S, step), 0);
+	/* One call with a huge max_slots: one pass, no more. */
+	for (uint64_t k = 1; k <= 5; k++)
+		cr_assert(check(l, k * 0x9E3779B97F4A7C15ull, &p, T0 + 20 * NS_PER_S));
+	cr_assert_eq(limiter_sweep_step(l, T0 + 40 * NS_PER_S, SIZE_MAX), 5);
+	cr_assert_eq(limiter_sweep_step(l, T0 + 40 * NS_PER_S, SIZE_MAX), 0);
+	limiter_free(l);
+}
+
 Test(limiter_table, sweep_reclaims_only_buckets_idle_and_full_for_the_ttl)
 {
 	struct limiter *l = new_table(0, 10 * NS_PER_S);

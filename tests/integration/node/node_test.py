@@ -296,6 +296,44 @@ def case_request_through_proxy():
         backend.shutdown()
 
 
+def case_idle_buckets_swept_in_steps():
+    """The main thread sweeps the limiter in small steps, a full pass per
+    sweep interval: buckets left idle past idle_ttl_s go within about one
+    interval, counted in sluice_limiter_buckets_swept_total."""
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    policy = write("sweep.json", json.dumps({
+        "name": "sweep", "version": "1",
+        "resources": [
+            {"settings": {"id": "global", "defaultRateLimit": "per-key"}},
+            {"rateLimit": {"id": "per-key", "algorithm": "TOKEN_BUCKET", "rate": "100",
+                           "unit": "SECOND", "burst": "100"}},
+            {"upstream": {"id": "be", "endpoints": ["127.0.0.1:%d" % backend.server_port]}},
+            {"route": {"id": "api", "pathPrefix": "/", "upstream": "be"}},
+        ]}))
+    node = Node(["--config", standalone_config(
+        policy, "limiter:\n  idle_ttl_s: 1\n  sweep_interval_s: 2\n")])
+    try:
+        if "listen" not in node.addrs:
+            return "the proxy is not built yet (%s)" % node.ready
+        for k in range(3):
+            p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                "http://127.0.0.1:%d/x" % node.port("listen")],
+                               capture_output=True, text=True, timeout=WAIT_S)
+            check(p.stdout == "200", "request %d: %r" % (k, p.stdout))
+        m = node.metrics()
+        check(metric(m, "sluice_limiter_buckets") == 1, "one bucket (the source's):\n" + m)
+        # Idle after 1 s, a pass every 2 s: gone within a few seconds.
+        m = wait_for("the bucket swept", lambda: (lambda t: t if metric(
+            t, "sluice_limiter_buckets") == 0 else None)(node.metrics()))
+        check(metric(m, "sluice_limiter_buckets_swept_total") == 1, "swept once:\n" + m)
+        node.signal(signal.SIGTERM)
+        check(node.wait() == 0, "exit after the sweep")
+    finally:
+        node.stop()
+        backend.shutdown()
+
+
 def case_kernel_enforcer_follows_the_node():
     """bpf.enabled: the node loads and attaches the TC program to the
     interface of its own network namespace, its maps follow the policy
@@ -354,7 +392,8 @@ def case_kernel_enforcer_follows_the_node():
 def main():
     cases = [case_bad_config_names_key, case_standalone_reload_and_drain,
              case_sigint_exits_zero_and_bad_start_policy_fails, case_tls_reload_counted,
-             case_request_through_proxy, case_kernel_enforcer_follows_the_node]
+             case_request_through_proxy, case_idle_buckets_swept_in_steps,
+             case_kernel_enforcer_follows_the_node]
     failed = 0
     try:
         for c in cases:

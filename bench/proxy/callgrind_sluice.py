@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,25 +54,12 @@ def totals(out_file):
 
 
 def run_scenario(bench, scenario, seconds, keep):
-    c = pb.Contender("sluice", scenario)
-    c.port = pb.free_port()
-    policy = os.path.join(bench.dir, "cg-%s.json" % scenario)
-    bench.write_policy(policy, pb.LIMITS[scenario])
     out = keep + "." + scenario if keep else os.path.join(bench.dir, "cg." + scenario)
-    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-            "--collect-atstart=no", "--toggle-collect=proxy_worker_main",
-            bench.args.sluice_node, "--policy", policy, "--admin-listen", "127.0.0.1:0",
-            "--workers", "1"]
-    if c.tls:
-        argv += ["--tls-listen", "127.0.0.1:%d" % c.port,
-                 "--tls-cert", os.path.join(bench.dir, "cert.pem"),
-                 "--tls-key", os.path.join(bench.dir, "key.pem")]
-    else:
-        argv += ["--listen", "127.0.0.1:%d" % c.port]
-    c.proc = bench.spawn("cg-" + scenario, argv, bench.args.proxy_cpu)
-    err = c.wait_ready()
-    if err:
-        return "sluice-node under callgrind: %s" % err
+    c = bench.start("sluice", scenario, wrapper=[
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+        "--collect-atstart=no", "--toggle-collect=proxy_worker_main"])
+    if c.error:
+        return "sluice-node under callgrind: %s" % c.error
     if scenario == "reject":
         # Spend every key's one request a minute first (as proxy_bench
         # does), then count from zero.
@@ -111,6 +97,7 @@ def main():
             print("callgrind_sluice: skipped: '%s' not found in PATH" % tool)
             return pb.SKIP
     keep = os.environ.get("CALLGRIND_OUT")
+    pb.READY_TIMEOUT_S = 120.0  # valgrind starts the node far more slowly
     bench = pb.Bench(args)
     try:
         bench.make_cert()

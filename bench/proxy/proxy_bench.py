@@ -308,7 +308,9 @@ class Bench:
 
     # -- contenders
 
-    def start(self, name, scenario):
+    def start(self, name, scenario, wrapper=()):
+        """wrapper: a command sluice-node runs under (valgrind, ...); the
+        node is then ready when it answers, whatever its stdout says."""
         c = Contender(name, scenario)
         limits = LIMITS[scenario]
         cpu = self.args.proxy_cpu
@@ -339,7 +341,7 @@ class Bench:
             c.proc = self.spawn(tag, ["haproxy", "-db", "-f", conf], cpu)
             c.error = c.wait_ready()
         elif name == "sluice":
-            c.error = self.start_sluice(c, tag, limits, cpu)
+            c.error = self.start_sluice(c, tag, limits, cpu, wrapper)
         return c
 
     def write_policy(self, path, limits):
@@ -358,7 +360,7 @@ class Bench:
         with open(path, "w") as f:
             json.dump({"name": "bench", "version": "1", "resources": resources}, f)
 
-    def start_sluice(self, c, tag, limits, cpu):
+    def start_sluice(self, c, tag, limits, cpu, wrapper=()):
         node = self.args.sluice_node
         if not node or not os.access(node, os.X_OK):
             return "no executable at '%s'" % node
@@ -371,8 +373,8 @@ class Bench:
             if r.returncode != 0:
                 return "sluice-policy rejects the benchmark policy: %s" % \
                     r.stdout.decode(errors="replace").strip()[-300:]
-        argv = [node, "--policy", policy, "--admin-listen", "127.0.0.1:0",
-                "--workers", "1"]
+        argv = list(wrapper) + [node, "--policy", policy, "--admin-listen", "127.0.0.1:0",
+                                "--workers", "1"]
         if c.tls:
             argv += ["--tls-listen", "127.0.0.1:%d" % c.port,
                      "--tls-cert", os.path.join(self.dir, "cert.pem"),
@@ -381,7 +383,7 @@ class Bench:
             argv += ["--listen", "127.0.0.1:%d" % c.port]
         c.proc = self.spawn(tag, argv, cpu)
         want = "%slisten=127.0.0.1:%d" % ("tls_" if c.tls else "", c.port)
-        return c.wait_ready(("sluice-node: ready", want))
+        return c.wait_ready(None if wrapper else ("sluice-node: ready", want))
 
     # -- load
 

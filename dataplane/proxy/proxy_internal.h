@@ -332,7 +332,8 @@ struct proxy_conn {
 	/* The current request (copied out of the head). */
 	uint64_t req_start_ns;
 	bool is_head_method, keep_alive, http10, close_after, lingering;
-	char rl_hdr[512];                      /* RateLimit fields for a proxied response */
+	char rl_hdr[512];                      /* RateLimit fields of this request's answer */
+	size_t rl_hdr_len;
 	char method[17];
 	char path_log[256];
 	char route_id[POLICY_ID_MAX_LEN + 1];
@@ -462,7 +463,7 @@ struct proxy_worker {
 	 * resource: the same limit answers most requests, and its rate, unit
 	 * and id change only with the snapshot. rl_len 0: none. */
 	uint64_t rl_uid;
-	const void *rl_res;
+	const struct policy_res *rl_res;
 	size_t rl_len;
 	char rl_fixed[2 * POLICY_ID_MAX_LEN + 96];
 	char *scratch;                         /* PROXY_UP_BUF_BYTES: chunk scan, decoding */

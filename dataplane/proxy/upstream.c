@@ -1045,7 +1045,7 @@ static int start_response(struct proxy_conn *c, const struct http_response *rh)
 			      (size_t)(field_line_end(&hdrs[rh->num_headers - 1]) -
 				       hdrs[run].name.ptr));
 	{
-		size_t rl = strlen(c->rl_hdr);
+		size_t rl = c->rl_hdr_len;
 		char *o = proxy_buf_room(b, 120 + rl);
 
 		if (!o)

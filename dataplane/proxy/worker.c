@@ -119,9 +119,6 @@ size_t proxy_fmt_u64(char *out, uint64_t v)
 	return n;
 }
 
-#define put_str proxy_put
-#define PUT_LIT PROXY_PUT_LIT
-
 void proxy_buf_u64(struct proxy_buf *b, uint64_t v)
 {
 	char d[20];
@@ -728,22 +725,22 @@ void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, boo
 		conn_close(c);
 		return;
 	}
-	o = PUT_LIT(o, "HTTP/1.1 ");
-	o = put_str(o, code, clen);
+	o = PROXY_PUT_LIT(o, "HTTP/1.1 ");
+	o = proxy_put(o, code, clen);
 	*o++ = ' ';
-	o = put_str(o, reason, rlen);
-	o = PUT_LIT(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+	o = proxy_put(o, reason, rlen);
+	o = PROXY_PUT_LIT(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
 	o += proxy_fmt_u64(o, clen + 1 + rlen + 1);
-	o = PUT_LIT(o, "\r\n");
+	o = PROXY_PUT_LIT(o, "\r\n");
 	if (elen)
-		o = put_str(o, extra, elen);
+		o = proxy_put(o, extra, elen);
 	if (c->close_after)
-		o = PUT_LIT(o, "Connection: close\r\n");
-	o = PUT_LIT(o, "\r\n");
+		o = PROXY_PUT_LIT(o, "Connection: close\r\n");
+	o = PROXY_PUT_LIT(o, "\r\n");
 	if (!c->is_head_method) {
-		o = put_str(o, code, clen);
+		o = proxy_put(o, code, clen);
 		*o++ = ' ';
-		o = put_str(o, reason, rlen);
+		o = proxy_put(o, reason, rlen);
 		*o++ = '\n';
 	}
 	proxy_buf_commit(b, o);
@@ -891,31 +888,31 @@ static void access_log(struct proxy_conn *c, uint64_t dur_ns)
 	}
 	/* Bounded pieces: ts 20, client 47, method 16, path 299 (quoted),
 	 * three numbers 20 each, route 128, error ~30: under sizeof(line). */
-	o = PUT_LIT(o, "ts=");
-	o = put_str(o, w->log_ts, w->log_ts_len);
+	o = PROXY_PUT_LIT(o, "ts=");
+	o = proxy_put(o, w->log_ts, w->log_ts_len);
 	ms = (unsigned)(now.tv_nsec / 1000000);
 	*o++ = '.';
 	*o++ = (char)('0' + ms / 100);
 	*o++ = (char)('0' + ms / 10 % 10);
 	*o++ = (char)('0' + ms % 10);
-	o = PUT_LIT(o, "Z client=");
-	o = put_str(o, c->peer_str, strlen(c->peer_str));
-	o = PUT_LIT(o, " method=");
-	o = c->method[0] ? put_str(o, c->method, strlen(c->method)) : PUT_LIT(o, "-");
-	o = PUT_LIT(o, " path=");
+	o = PROXY_PUT_LIT(o, "Z client=");
+	o = proxy_put(o, c->peer_str, strlen(c->peer_str));
+	o = PROXY_PUT_LIT(o, " method=");
+	o = c->method[0] ? proxy_put(o, c->method, strlen(c->method)) : PROXY_PUT_LIT(o, "-");
+	o = PROXY_PUT_LIT(o, " path=");
 	q = log_quote(c->path_log, path, sizeof(path));
-	o = put_str(o, q, strlen(q));
-	o = PUT_LIT(o, " status=");
+	o = proxy_put(o, q, strlen(q));
+	o = PROXY_PUT_LIT(o, " status=");
 	o += proxy_fmt_u64(o, (uint64_t)c->status);
-	o = PUT_LIT(o, " bytes=");
+	o = PROXY_PUT_LIT(o, " bytes=");
 	o += proxy_fmt_u64(o, c->bytes_out);
-	o = PUT_LIT(o, " dur_us=");
+	o = PROXY_PUT_LIT(o, " dur_us=");
 	o += proxy_fmt_u64(o, dur_ns / 1000);
-	o = PUT_LIT(o, " route=");
-	o = c->route_id_len ? put_str(o, c->route_id, c->route_id_len) : PUT_LIT(o, "-");
+	o = PROXY_PUT_LIT(o, " route=");
+	o = c->route_id_len ? proxy_put(o, c->route_id, c->route_id_len) : PROXY_PUT_LIT(o, "-");
 	if (c->up_error) {
-		o = PUT_LIT(o, " error=");
-		o = put_str(o, c->up_error, strnlen(c->up_error, 64));
+		o = PROXY_PUT_LIT(o, " error=");
+		o = proxy_put(o, c->up_error, strnlen(c->up_error, 64));
 	}
 	*o++ = '\n';
 	n = (size_t)(o - line);
@@ -1110,34 +1107,34 @@ static size_t ratelimit_headers(struct proxy_worker *w, const struct snapshot *s
 	if (refused) {
 		uint64_t ra = ceil_s(r->retry_after_ns);
 
-		o = PUT_LIT(o, "Retry-After: ");
+		o = PROXY_PUT_LIT(o, "Retry-After: ");
 		o += proxy_fmt_u64(o, ra ? ra : 1);
-		o = PUT_LIT(o, "\r\n");
+		o = PROXY_PUT_LIT(o, "\r\n");
 	}
 	if (w->rl_len == 0 || w->rl_res != d->limit || w->rl_uid != snapshot_uid(s)) {
 		char *f = w->rl_fixed;
 
 		/* Fits: id_len <= POLICY_ID_MAX_LEN (checked above against cap
 		 * for any id), fixed text 43 bytes, two 20-digit numbers. */
-		f = PUT_LIT(f, "RateLimit-Policy: \"");
-		f = put_str(f, d->limit->id, id_len);
-		f = PUT_LIT(f, "\";q=");
+		f = PROXY_PUT_LIT(f, "RateLimit-Policy: \"");
+		f = proxy_put(f, d->limit->id, id_len);
+		f = PROXY_PUT_LIT(f, "\";q=");
 		f += proxy_fmt_u64(f, rl->rate);
-		f = PUT_LIT(f, ";w=");
+		f = PROXY_PUT_LIT(f, ";w=");
 		f += proxy_fmt_u64(f, rl->unit_ns / 1000000000ull);
-		f = PUT_LIT(f, "\r\nRateLimit: \"");
-		f = put_str(f, d->limit->id, id_len);
-		f = PUT_LIT(f, "\";r=");
+		f = PROXY_PUT_LIT(f, "\r\nRateLimit: \"");
+		f = proxy_put(f, d->limit->id, id_len);
+		f = PROXY_PUT_LIT(f, "\";r=");
 		w->rl_len = (size_t)(f - w->rl_fixed);
 		w->rl_res = d->limit;
 		w->rl_uid = snapshot_uid(s);
 	}
-	o = put_str(o, w->rl_fixed, w->rl_len);
+	o = proxy_put(o, w->rl_fixed, w->rl_len);
 	o += proxy_fmt_u64(o, r->remaining);
-	o = PUT_LIT(o, ";t=");
+	o = PROXY_PUT_LIT(o, ";t=");
 	o += proxy_fmt_u64(o, ceil_s(refused && r->retry_after_ns > r->reset_ns ? r->retry_after_ns
 										: r->reset_ns));
-	o = PUT_LIT(o, "\r\n");
+	o = PROXY_PUT_LIT(o, "\r\n");
 	*o = '\0';
 	return (size_t)(o - out);
 }
@@ -1152,8 +1149,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 	struct decision_request drq;
 	struct decision d;
 	char host[POLICY_MAX_HOST_LEN + 8];
-	char hdrs[512];
-	size_t host_len = 0, mlen, hdrs_len;
+	size_t host_len = 0, mlen;
 	const char *path = req->path.ptr;
 	size_t path_len = req->path.len;
 	const struct policy_route *rt;
@@ -1241,9 +1237,12 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 		c->route_id[n] = '\0';
 		c->route_id_len = n;
 	}
-	hdrs_len = ratelimit_headers(w, s, &d, d.verdict == DECISION_RATE_LIMITED, hdrs, sizeof(hdrs));
+	/* Into the connection: a 429 carries them now, a proxied response
+	 * once the upstream answers (start_response). */
+	c->rl_hdr_len = ratelimit_headers(w, s, &d, d.verdict == DECISION_RATE_LIMITED, c->rl_hdr,
+					  sizeof(c->rl_hdr));
 	if (d.verdict != DECISION_ALLOW) {
-		const char *extra = d.verdict == DECISION_RATE_LIMITED ? hdrs : NULL;
+		const char *extra = d.verdict == DECISION_RATE_LIMITED ? c->rl_hdr : NULL;
 
 		if (d.verdict == DECISION_METHOD_NOT_ALLOWED && d.route) {
 			struct proxy_buf allow = {0};
@@ -1295,8 +1294,6 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 			proxy_conn_respond(c, 503, NULL, false);
 			return;
 		}
-		/* Allowed responses carry the RateLimit fields too. */
-		memcpy(c->rl_hdr, hdrs, hdrs_len + 1);
 		proxy_up_start(c, req, head_len, &t);
 	}
 }

@@ -16,7 +16,6 @@ BENCH_SCENARIOS (default plain,reject,tls), BENCH_CONNECTIONS (50).
 Exits 77 when perf, wrk, nginx, openssl or taskset is missing.
 """
 import os
-import shutil
 import statistics
 import sys
 
@@ -54,17 +53,11 @@ def main():
     args = pb.parse_args()
     args.seconds = pb.env_int("BENCH_SECONDS", 3, 1)
     rounds = pb.env_int("BENCH_ROUNDS", 8, 1)
-    for tool in ("wrk", "nginx", "openssl", "taskset", "perf"):
-        if not shutil.which(tool):
-            print("ab_sluice: skipped: '%s' not found in PATH" % tool)
-            return pb.SKIP
-    bench = pb.Bench(args)
+    bench, rc = pb.prepared_bench(args, "ab_sluice", (
+        "wrk", "nginx", "openssl", "taskset", "perf"))
+    if not bench:
+        return rc
     try:
-        bench.make_cert()
-        err = bench.start_backend()
-        if err:
-            print("ab_sluice: backend did not start: %s" % err, file=sys.stderr)
-            return 1
         for scenario in args.scenarios:
             cs = [start(bench, scenario, p, e) for p, e in specs]
             for c in cs:

@@ -19,7 +19,6 @@ Exits 77 when valgrind, wrk, nginx, openssl or taskset is missing.
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -91,20 +90,14 @@ def main():
     args = pb.parse_args()
     args.connections = pb.env_int("BENCH_CONNECTIONS", 10, 1)
     seconds = pb.env_int("BENCH_SECONDS", 10, 1)
-    for tool in ("valgrind", "callgrind_annotate", "callgrind_control", "wrk", "nginx",
-                 "openssl", "taskset"):
-        if not shutil.which(tool):
-            print("callgrind_sluice: skipped: '%s' not found in PATH" % tool)
-            return pb.SKIP
     keep = os.environ.get("CALLGRIND_OUT")
     pb.READY_TIMEOUT_S = 120.0  # valgrind starts the node far more slowly
-    bench = pb.Bench(args)
+    bench, rc = pb.prepared_bench(args, "callgrind_sluice", (
+        "valgrind", "callgrind_annotate", "callgrind_control", "wrk", "nginx", "openssl",
+        "taskset"))
+    if not bench:
+        return rc
     try:
-        bench.make_cert()
-        err = bench.start_backend()
-        if err:
-            print("callgrind_sluice: backend did not start: %s" % err, file=sys.stderr)
-            return 1
         for scenario in args.scenarios:
             err = run_scenario(bench, scenario, seconds, keep)
             if err:

@@ -20,7 +20,6 @@ otherwise it prints why and exits 77.
 """
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -87,17 +86,11 @@ def main():
     args = pb.parse_args()
     args.seconds = pb.env_int("BENCH_SECONDS", 5, 1)
     args.runs = pb.env_int("BENCH_RUNS", 1, 1)
-    for tool in ("wrk", "nginx", "openssl", "taskset", "perf"):
-        if not shutil.which(tool):
-            print("perf_sluice: skipped: '%s' not found in PATH" % tool)
-            return pb.SKIP
-    bench = pb.Bench(args)
+    bench, rc = pb.prepared_bench(args, "perf_sluice", (
+        "wrk", "nginx", "openssl", "taskset", "perf"))
+    if not bench:
+        return rc
     try:
-        bench.make_cert()
-        err = bench.start_backend()
-        if err:
-            print("perf_sluice: backend did not start: %s" % err, file=sys.stderr)
-            return 1
         for scenario in args.scenarios:
             c = bench.start("sluice", scenario)
             if c.error:

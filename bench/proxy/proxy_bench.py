@@ -646,6 +646,24 @@ def parse_args():
     return args
 
 
+def prepared_bench(args, who, tools):
+    """(Bench with its certificate made and backend up, None), or (None,
+    exit status) after saying why: SKIP when a tool is missing. The caller
+    owns the Bench and calls cleanup()."""
+    for tool in tools:
+        if not shutil.which(tool):
+            print("%s: skipped: '%s' not found in PATH" % (who, tool))
+            return None, SKIP
+    bench = Bench(args)
+    bench.make_cert()
+    err = bench.start_backend()
+    if err:
+        bench.cleanup()
+        print("%s: backend nginx did not start: %s" % (who, err), file=sys.stderr)
+        return None, 1
+    return bench, None
+
+
 def main():
     args = parse_args()
     for tool in ("wrk", "nginx", "haproxy", "openssl", "taskset"):
@@ -663,13 +681,10 @@ def main():
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
 
-    bench = Bench(args)
+    bench, rc = prepared_bench(args, "proxy_bench", ())
+    if not bench:
+        return rc
     try:
-        bench.make_cert()
-        err = bench.start_backend()
-        if err:
-            print("proxy_bench: backend nginx did not start: %s" % err, file=sys.stderr)
-            return 1
         log("proxy_cpu: %d" % args.proxy_cpu)
         log("load_cpu: %d" % args.load_cpu)
         log("runs: %d" % args.runs)

@@ -6,7 +6,8 @@ haproxy (and no proxy at all) on loopback, same backend, same wrk load with
 Invariants: every contender runs one worker pinned to the proxy CPU, wrk and
 the backend share the other CPU; contenders are interleaved run by run
 (A B C A B C ...) and figures are medians; CPU per request comes from the
-proxy's process-group utime+stime. A contender that cannot start or misbehaves
+proxy's process-group utime+stime (also printed apart: user and system
+µs/req). A contender that cannot start or misbehaves
 gets no figure (never a made-up one). Every child runs in its own process
 group and is killed on exit. Prints `name: value` lines; SLUICE_BENCH_RECORD=1
 appends a dated row to bench/RESULTS.md. Method: bench/proxy/README.md.
@@ -120,7 +121,12 @@ class Proc:
 
     def cpu_s(self):
         """utime+stime of every live process in the group (all threads)."""
-        ticks = 0
+        user, system = self.cpu_split_s()
+        return user + system
+
+    def cpu_split_s(self):
+        """(utime, stime) of every live process in the group, in seconds."""
+        user = system = 0
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -132,8 +138,9 @@ class Proc:
             # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15)
             fields = stat[stat.rindex(")") + 2:].split()
             if int(fields[2]) == self.pgid:
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / TICKS_PER_S
+                user += int(fields[11])
+                system += int(fields[12])
+        return user / TICKS_PER_S, system / TICKS_PER_S
 
     def stop(self):
         if self.popen.poll() is None:
@@ -215,6 +222,9 @@ class Contender:
 
     def cpu_s(self):
         return self.proc.cpu_s() if self.proc else 0.0
+
+    def cpu_split_s(self):
+        return self.proc.cpu_split_s() if self.proc else (0.0, 0.0)
 
     def wait_ready(self, ready_line=None):
         """None once GET / through the contender answers the backend's 200,
@@ -403,9 +413,10 @@ class Bench:
 
     def measure(self, c):
         wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu0, back0 = c.cpu_s(), self.backend.cpu_s()
+        (usr0, sys0), back0 = c.cpu_split_s(), self.backend.cpu_s()
         w = self.wrk(c, self.args.seconds)
-        cpu1, back1 = c.cpu_s(), self.backend.cpu_s()
+        (usr1, sys1), back1 = c.cpu_split_s(), self.backend.cpu_s()
+        cpu0, cpu1 = usr0 + sys0, usr1 + sys1
         wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         n = w["requests"]
         errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"]
@@ -415,6 +426,11 @@ class Bench:
             "rps": n / wall_s if wall_s > 0 else 0.0,
             "p50_us": w["p50_us"], "p99_us": w["p99_us"],
             "us_per_req": (cpu1 - cpu0) * 1e6 / n if n and c.proc else None,
+            # the same split by the kernel's accounting: user space, and
+            # the kernel working for the process (syscalls, io_uring, the
+            # TCP/IP work its sends do on loopback)
+            "user_us_per_req": (usr1 - usr0) * 1e6 / n if n and c.proc else None,
+            "sys_us_per_req": (sys1 - sys0) * 1e6 / n if n and c.proc else None,
             "backend_us_per_req": (back1 - back0) * 1e6 / n if n else None,
             # share of the load CPU used by wrk + backend: ~1 means the
             # load side, not the proxy, set the req/s
@@ -496,9 +512,10 @@ class Bench:
                     run = self.measure(c)
                     bad = self.check_run(c, run)
                     note("%s %s run %d: %.0f req/s p50 %d us p99 %d us %s us/req "
-                         "non2xx %d/%d%s" % (
+                         "(user %s sys %s) non2xx %d/%d%s" % (
                              scenario, c.name, i + 1, run["rps"], run["p50_us"],
                              run["p99_us"], fmt(run["us_per_req"], 2),
+                             fmt(run["user_us_per_req"], 2), fmt(run["sys_us_per_req"], 2),
                              run["non2xx"], run["requests"],
                              "  INVALID: " + bad if bad else ""))
                     if bad:
@@ -547,6 +564,8 @@ class Bench:
                 log("%s_p99_us: %.0f" % (key, r["p99_us"]))
                 if r["us_per_req"] is not None:
                     log("%s_us_per_req: %.2f" % (key, r["us_per_req"]))
+                    log("%s_user_us_per_req: %.2f" % (key, r["user_us_per_req"]))
+                    log("%s_sys_us_per_req: %.2f" % (key, r["sys_us_per_req"]))
                 if scenario == "reject" and name != "direct":
                     log("%s_rejected_frac: %.4f" % (key, r["non2xx_frac"]))
         ratios = {}
@@ -602,6 +621,7 @@ def summarize(runs):
     return {
         "rps": med("rps"), "p50_us": med("p50_us"), "p99_us": med("p99_us"),
         "us_per_req": med("us_per_req"), "backend_us_per_req": med("backend_us_per_req"),
+        "user_us_per_req": med("user_us_per_req"), "sys_us_per_req": med("sys_us_per_req"),
         "load_cpu_busy": med("load_cpu_busy"),
         "non2xx_frac": sum(r["non2xx"] for r in runs) / n if n else 0.0,
         "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),

@@ -59,7 +59,11 @@
 
 /* One labelled counter table per worker: (label, code) -> count. Owned by
  * its worker, lives until proxy_free; the worker is the only writer, a
- * metrics reader sees an entry once `used` is set (release/acquire). */
+ * metrics reader sees an entry once `used` is set (release/acquire).
+ * The caller brings the label's hash, which must be fixed by the label's
+ * text for a given code (the same (label, code) always with the same hash,
+ * else it could get two rows): the resource's key_hash where one code's
+ * labels are all resources of one kind, 0 for the empty label. */
 #define PROXY_LTABLE_CAP 512u
 #define PROXY_LABEL_MAX 129u
 struct proxy_lentry {
@@ -72,8 +76,8 @@ struct proxy_ltable {
 	struct proxy_lentry e[PROXY_LTABLE_CAP];
 	_Atomic uint64_t dropped; /* increments that found the table full */
 };
-void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t label_len, int code,
-		      uint64_t n);
+void proxy_ltable_add(struct proxy_ltable *t, uint64_t label_hash, const char *label,
+		      size_t label_len, int code, uint64_t n);
 
 /* Per-client decision counters, one table per worker: the hash of the
  * client key a request presented (decision_client_hint, computed once per
@@ -338,6 +342,7 @@ struct proxy_conn {
 	char path_log[256];
 	char route_id[POLICY_ID_MAX_LEN + 1];
 	size_t route_id_len;
+	uint64_t route_hash;                   /* the route's key_hash, 0 without one */
 	int status;
 	uint64_t bytes_out;
 
@@ -542,7 +547,11 @@ static inline void proxy_sqe_fixed(struct io_uring_sqe *sqe, bool fixed)
 		sqe->flags |= IOSQE_FIXED_FILE;
 }
 void proxy_conn_send(struct proxy_conn *c, enum proxy_send_next next);
-void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra_headers, bool close);
+/* Answers the request locally: status line, a text/plain body "<status>
+ * <reason>\n", and extra_len bytes of extra_headers (whole CRLF-ended
+ * field lines; extra_headers may be NULL when extra_len is 0). */
+void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra_headers,
+			size_t extra_len, bool close);
 void proxy_conn_abort(struct proxy_conn *c);
 void proxy_conn_skip_body(struct proxy_conn *c);
 void proxy_conn_request_done(struct proxy_conn *c);

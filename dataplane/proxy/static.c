@@ -290,36 +290,38 @@ void proxy_static_serve(struct proxy_conn *c, const struct policy_route *rt, con
 	bool head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
 
 	if (!head && !(method_len == 3 && memcmp(method, "GET", 3) == 0)) {
-		proxy_conn_respond(c, 405, "Allow: GET, HEAD\r\n", false);
+		static const char allow[] = "Allow: GET, HEAD\r\n";
+
+		proxy_conn_respond(c, 405, allow, sizeof(allow) - 1, false);
 		return;
 	}
 	n = proxy_path_decode(rest, rest_len, rel, sizeof(rel) - 256);
 	if (n < 0) {
-		proxy_conn_respond(c, n == -E2BIG ? 414 : 400, NULL, false);
+		proxy_conn_respond(c, n == -E2BIG ? 414 : 400, NULL, 0, false);
 		return;
 	}
 	root_fd = open(rt->static_root, O_PATH | O_CLOEXEC);
 	if (root_fd < 0) {
-		proxy_conn_respond(c, errno_status(-errno), NULL, false);
+		proxy_conn_respond(c, errno_status(-errno), NULL, 0, false);
 		return;
 	}
 	if (fstat(root_fd, &st) < 0) {
 		close(root_fd);
-		proxy_conn_respond(c, 403, NULL, false);
+		proxy_conn_respond(c, 403, NULL, 0, false);
 		return;
 	}
 	if (S_ISREG(st.st_mode)) {
 		/* A file root answers its exact path only. */
 		close(root_fd);
 		if (n != 0) {
-			proxy_conn_respond(c, 404, NULL, false);
+			proxy_conn_respond(c, 404, NULL, 0, false);
 			return;
 		}
 		fd = open(rt->static_root, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			if (fd >= 0)
 				close(fd);
-			proxy_conn_respond(c, 403, NULL, false);
+			proxy_conn_respond(c, 403, NULL, 0, false);
 			return;
 		}
 		name = rt->static_root;
@@ -331,7 +333,7 @@ void proxy_static_serve(struct proxy_conn *c, const struct policy_route *rt, con
 		fd = open_file(root_fd, rel, sizeof(rel), rt->static_index, &st, &name);
 		close(root_fd);
 		if (fd < 0) {
-			proxy_conn_respond(c, -fd, NULL, false);
+			proxy_conn_respond(c, -fd, NULL, 0, false);
 			return;
 		}
 	}
@@ -365,7 +367,7 @@ void proxy_static_serve(struct proxy_conn *c, const struct policy_route *rt, con
 		close(fd);
 		if (PROXY_BUF_FAILED(&c->wbuf) || got != size) {
 			c->status = 0;
-			proxy_conn_respond(c, 500, NULL, true);
+			proxy_conn_respond(c, 500, NULL, 0, true);
 			return;
 		}
 		c->wbuf.len += size;

@@ -480,7 +480,7 @@ static void fail(struct proxy_conn *c, int status, const char *why)
 		proxy_conn_abort(c);
 		return;
 	}
-	proxy_conn_respond(c, status, NULL, false);
+	proxy_conn_respond(c, status, NULL, 0, false);
 }
 
 /* ---- request head ---- */

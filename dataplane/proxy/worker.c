@@ -98,10 +98,16 @@ size_t proxy_fmt_u64(char *out, uint64_t v)
 		10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
 		10000000000000000000ull,
 	};
-	size_t n = 1, k;
+	size_t n, k;
 
-	while (n < 20 && v >= pow10[n])
-		n++;
+	if (v < 10) {
+		out[0] = (char)('0' + v);
+		return 1;
+	}
+	/* The bit length times log10(2) (1233/4096) is the digit count or
+	 * one less; one compare tells which. */
+	n = ((64 - (size_t)__builtin_clzll(v)) * 1233) >> 12;
+	n += v >= pow10[n];
 	k = n;
 	while (v >= 100) {
 		unsigned d = (unsigned)(v % 100) * 2;
@@ -135,14 +141,14 @@ void proxy_buf_free(struct proxy_buf *b)
 
 /* ---- labelled counters ---- */
 
-void proxy_ltable_add(struct proxy_ltable *t, const char *label, size_t len, int code, uint64_t n)
+void proxy_ltable_add(struct proxy_ltable *t, uint64_t label_hash, const char *label, size_t len,
+		      int code, uint64_t n)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)(unsigned)code;
+	uint64_t h = (label_hash ^ (uint64_t)(unsigned)code) * 0x9e3779b97f4a7c15ull;
 
 	if (len >= PROXY_LABEL_MAX)
 		len = PROXY_LABEL_MAX - 1;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)label[i]) * 1099511628211ull;
+	h ^= h >> 29;
 	for (unsigned i = 0; i < PROXY_LTABLE_CAP; i++) {
 		struct proxy_lentry *e = &t->e[(h + i) & (PROXY_LTABLE_CAP - 1)];
 
@@ -698,13 +704,14 @@ void proxy_conn_skip_body(struct proxy_conn *c)
 	c->close_after = true;
 }
 
-void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, bool close)
+void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, size_t elen,
+			bool close)
 {
 	struct proxy_buf *b = &c->wbuf;
 	const char *reason = status_reason(status);
 	size_t rlen = strlen(reason);
 	char code[20], *o;
-	size_t clen, elen;
+	size_t clen;
 
 	proxy_conn_skip_body(c);
 	if (close || c->w->draining)
@@ -717,7 +724,6 @@ void proxy_conn_respond(struct proxy_conn *c, int status, const char *extra, boo
 	/* Head and the body "<status> <reason>\n" without printf: a 429 is
 	 * the whole work of a rejected request. */
 	clen = proxy_fmt_u64(code, (uint64_t)status);
-	elen = extra ? strlen(extra) : 0;
 	b->len = 0;
 	/* Fixed text ~110 bytes, the code and reason twice, the extra fields. */
 	o = proxy_buf_room(b, 160 + 2 * (clen + rlen) + elen);
@@ -941,7 +947,7 @@ void proxy_conn_request_done(struct proxy_conn *c)
 	uint64_t dur = c->req_start_ns && now > c->req_start_ns ? now - c->req_start_ns : 0;
 
 	if (c->status) {
-		proxy_ltable_add(w->requests, c->route_id, c->route_id_len, c->status, 1);
+		proxy_ltable_add(w->requests, c->route_hash, c->route_id, c->route_id_len, c->status, 1);
 		metrics_histogram_observe(&w->p->latency, (double)dur / 1e9);
 		access_log(c, dur);
 	}
@@ -952,6 +958,7 @@ void proxy_conn_request_done(struct proxy_conn *c)
 	c->bytes_out = 0;
 	c->route_id[0] = '\0';
 	c->route_id_len = 0;
+	c->route_hash = 0;
 	c->method[0] = '\0';
 	c->path_log[0] = '\0';
 	c->up_error = NULL;
@@ -1054,16 +1061,17 @@ static void count_decision(struct proxy_worker *w, const struct decision *d)
 		rule = d->limit;
 		break;
 	}
-	proxy_ltable_add(w->decisions, rule ? rule->id : "", rule ? rule->id_len : 0, (int)o, 1);
+	proxy_ltable_add(w->decisions, rule ? rule->key_hash : 0, rule ? rule->id : "",
+			 rule ? rule->id_len : 0, (int)o, 1);
 	/* Each SHADOW limit the request exceeded, under its own id; past the
 	 * first few (a route with more shadow limits than that) unnamed. */
 	for (unsigned i = 0; i < d->shadow_rejects; i++) {
 		rule = i < DECISION_MAX_SHADOW ? d->shadow[i] : NULL;
-		proxy_ltable_add(w->decisions, rule ? rule->id : "", rule ? rule->id_len : 0,
-				 OUTCOME_SHADOW, 1);
+		proxy_ltable_add(w->decisions, rule ? rule->key_hash : 0, rule ? rule->id : "",
+				 rule ? rule->id_len : 0, OUTCOME_SHADOW, 1);
 	}
 	if (d->limiter_full)
-		proxy_ltable_add(w->decisions, "", 0, OUTCOME_LIMITER_FULL, d->limiter_full);
+		proxy_ltable_add(w->decisions, 0, "", 0, OUTCOME_LIMITER_FULL, d->limiter_full);
 	/* Per client: today only ALLOW and 429 identify one (access lists,
 	 * routes and methods are decided first); any other verdict that
 	 * names a client would be a refusal for it too. */
@@ -1196,23 +1204,23 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 
 	if (req->target_form == HTTP_TARGET_AUTHORITY || req->target_form == HTTP_TARGET_ASTERISK) {
 		/* CONNECT and "OPTIONS *" are not a reverse proxy's business. */
-		proxy_conn_respond(c, req->target_form == HTTP_TARGET_AUTHORITY ? 405 : 400, NULL,
+		proxy_conn_respond(c, req->target_form == HTTP_TARGET_AUTHORITY ? 405 : 400, NULL, 0,
 				   false);
 		return;
 	}
 	if (host_for_decision(req, host, sizeof(host), &host_len) < 0) {
-		proxy_conn_respond(c, 400, NULL, true);
+		proxy_conn_respond(c, 400, NULL, 0, true);
 		return;
 	}
 	/* Dot segments (also percent-encoded) could reach a path the decision
 	 * did not see once a backend normalizes; refuse them. */
 	r = proxy_path_decode(path, path_len, w->scratch, PROXY_UP_BUF_BYTES);
 	if (r < 0) {
-		proxy_conn_respond(c, 400, NULL, false);
+		proxy_conn_respond(c, 400, NULL, 0, false);
 		return;
 	}
 	if (proxy_path_has_dot_segment(w->scratch, (size_t)r)) {
-		proxy_conn_respond(c, 403, NULL, false);
+		proxy_conn_respond(c, 403, NULL, 0, false);
 		return;
 	}
 
@@ -1236,13 +1244,14 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 		memcpy(c->route_id, d.route->id, n);
 		c->route_id[n] = '\0';
 		c->route_id_len = n;
+		c->route_hash = d.route->key_hash;
 	}
 	/* Into the connection: a 429 carries them now, a proxied response
 	 * once the upstream answers (start_response). */
 	c->rl_hdr_len = ratelimit_headers(w, s, &d, d.verdict == DECISION_RATE_LIMITED, c->rl_hdr,
 					  sizeof(c->rl_hdr));
 	if (d.verdict != DECISION_ALLOW) {
-		const char *extra = d.verdict == DECISION_RATE_LIMITED ? c->rl_hdr : NULL;
+		bool limited = d.verdict == DECISION_RATE_LIMITED;
 
 		if (d.verdict == DECISION_METHOD_NOT_ALLOWED && d.route) {
 			struct proxy_buf allow = {0};
@@ -1253,11 +1262,13 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 				proxy_buf_str(&allow, d.route->u.route.methods[i]);
 			}
 			proxy_buf_str(&allow, "\r\n");
-			proxy_conn_respond(c, 405, PROXY_BUF_FAILED(&allow) ? NULL : allow.p, false);
+			proxy_conn_respond(c, 405, allow.p, PROXY_BUF_FAILED(&allow) ? 0 : allow.len,
+					   false);
 			proxy_buf_free(&allow);
 			return;
 		}
-		proxy_conn_respond(c, decision_http_status(d.verdict), extra, false);
+		proxy_conn_respond(c, decision_http_status(d.verdict), c->rl_hdr,
+				   limited ? c->rl_hdr_len : 0, false);
 		return;
 	}
 
@@ -1266,7 +1277,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 				      : p->cfg.max_body_bytes ? p->cfg.max_body_bytes
 							      : settings->max_body_bytes;
 	if (req->content_length > 0 && (uint64_t)req->content_length > max_body) {
-		proxy_conn_respond(c, 413, NULL, true);
+		proxy_conn_respond(c, 413, NULL, 0, true);
 		return;
 	}
 	if (c->body_mode == BODY_CHUNKED) {
@@ -1291,7 +1302,7 @@ static void handle_request(struct proxy_conn *c, const struct snapshot *s,
 
 		if (!up) {
 			c->up_error = "upstream_missing";
-			proxy_conn_respond(c, 503, NULL, false);
+			proxy_conn_respond(c, 503, NULL, 0, false);
 			return;
 		}
 		proxy_up_start(c, req, head_len, &t);
@@ -1346,7 +1357,7 @@ static void parse_loop(struct proxy_conn *c)
 		snapshot_read_unlock();
 		c->last_len = c->rlen - c->rpos;
 		if (c->rlen == c->rcap && c->rpos == 0) {
-			proxy_conn_respond(c, 431, NULL, true);
+			proxy_conn_respond(c, 431, NULL, 0, true);
 			return;
 		}
 		proxy_conn_recv(c);
@@ -1355,14 +1366,14 @@ static void parse_loop(struct proxy_conn *c)
 	if (r < 0) {
 		snapshot_read_unlock();
 		c->method[0] = '\0';
-		proxy_conn_respond(c, http_error_status(req.error), NULL, true);
+		proxy_conn_respond(c, http_error_status(req.error), NULL, 0, true);
 		return;
 	}
 	c->deadline_kind = DL_NONE;
 	if (!s) {
 		snapshot_read_unlock();
 		c->up_error = "no_policy";
-		proxy_conn_respond(c, 503, NULL, !req.keep_alive);
+		proxy_conn_respond(c, 503, NULL, 0, !req.keep_alive);
 		return;
 	}
 	c->req_cid = req.client_id.ptr;
@@ -1524,7 +1535,7 @@ static void on_timeout(struct proxy_conn *c, enum proxy_deadline k)
 			proxy_cancel(c->w, &c->op_recv);
 		c->want = false; /* later bytes wait in pend */
 		c->body_mode = BODY_NONE;
-		proxy_conn_respond(c, 408, NULL, true);
+		proxy_conn_respond(c, 408, NULL, 0, true);
 		break;
 	case DL_BODY:
 		if (c->recv_pending)
@@ -1537,7 +1548,7 @@ static void on_timeout(struct proxy_conn *c, enum proxy_deadline k)
 			break;
 		}
 		c->body_mode = BODY_NONE;
-		proxy_conn_respond(c, 408, NULL, true);
+		proxy_conn_respond(c, 408, NULL, 0, true);
 		break;
 	case DL_UP_CONNECT:
 	case DL_UP_READ:

@@ -54,6 +54,12 @@ def totals(out_file):
 
 def run_scenario(bench, scenario, seconds, keep):
     out = keep + "." + scenario if keep else os.path.join(bench.dir, "cg." + scenario)
+    # Ready when it answers: under valgrind 3.19 the node serves but never
+    # prints its ready line. The worker blocks in io_uring_enter, which
+    # valgrind does not treat as a blocking syscall, so it keeps valgrind's
+    # thread lock there and the main thread, waiting for the workers to
+    # report ready, never runs (the same hang as liburing issue 657; with
+    # --fair-sched=yes it gets through).
     c = bench.start("sluice", scenario, wrapper=[
         "valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
         "--collect-atstart=no", "--toggle-collect=proxy_worker_main"])

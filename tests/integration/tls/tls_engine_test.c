@@ -146,6 +146,21 @@ static void client_write_all(const char *buf, size_t len)
 	cr_assert_eq(SSL_write(cli, buf, (int)len), (int)len);
 }
 
+/* Reads what the client can decrypt from what reached it into
+ * dst[got..total), until it would need more bytes; returns the new got. */
+static size_t client_read_available(char *dst, size_t got, size_t total)
+{
+	for (;;) {
+		int n = SSL_read(cli, dst + got, (int)(total - got > 65536 ? 65536 : total - got));
+
+		if (n <= 0) {
+			cr_assert_eq(SSL_get_error(cli, n), SSL_ERROR_WANT_READ);
+			return got;
+		}
+		got += (size_t)n;
+	}
+}
+
 TestSuite(tls_engine, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(tls_engine, handshake_and_data_survive_byte_at_a_time_delivery)
@@ -244,15 +259,7 @@ Test(tls_engine, large_server_write_is_taken_in_pieces_and_arrives_intact)
 		/* Deliver in odd-sized pieces, then let the client read. */
 		while (shuttle(7919) > 0)
 			;
-		for (;;) {
-			int n = SSL_read(cli, dst + got, (int)(total - got > 65536 ? 65536 : total - got));
-
-			if (n <= 0) {
-				cr_assert_eq(SSL_get_error(cli, n), SSL_ERROR_WANT_READ);
-				break;
-			}
-			got += (size_t)n;
-		}
+		got = client_read_available(dst, got, total);
 	}
 	cr_assert_eq(memcmp(src, dst, total), 0);
 	cr_assert(saw_partial, "a 4 MiB write should not fit the ring at once");
@@ -387,15 +394,7 @@ Test(tls_engine, output_in_flight_never_moves_and_a_large_response_waits_for_con
 			     (int)(fly_len - half));
 		tls_conn_consume(srv, fly_len - half);
 		/* Whatever was appended behind the flight goes out next time. */
-		for (;;) {
-			int n = SSL_read(cli, dst + got, (int)(total - got > 65536 ? 65536 : total - got));
-
-			if (n <= 0) {
-				cr_assert_eq(SSL_get_error(cli, n), SSL_ERROR_WANT_READ);
-				break;
-			}
-			got += (size_t)n;
-		}
+		got = client_read_available(dst, got, total);
 		if (sent == total && tls_conn_pending(srv, &d) == 0)
 			cr_assert_eq(got, total, "all ciphertext out, plaintext missing");
 	}

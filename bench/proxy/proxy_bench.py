@@ -220,9 +220,6 @@ class Contender:
     def url(self):
         return "%s://127.0.0.1:%d/" % ("https" if self.tls else "http", self.port)
 
-    def cpu_s(self):
-        return self.proc.cpu_s() if self.proc else 0.0
-
     def cpu_split_s(self):
         return self.proc.cpu_split_s() if self.proc else (0.0, 0.0)
 

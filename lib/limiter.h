@@ -74,6 +74,10 @@ struct limiter_config {
 	size_t max_buckets;    /* cap on live buckets; 0: 1 << 20 */
 	uint64_t idle_ttl_ns;  /* a bucket idle (full again) this long may be
 				* reclaimed by limiter_sweep(); 0: 10 minutes */
+	bool prefault;         /* commit the whole table in limiter_new (see
+				* limiter_resident_bytes), so no check waits for
+				* the first touch of a page; else pages are
+				* committed as buckets land on them */
 };
 
 /* A key lives within this many slots of its home slot. A new key whose
@@ -87,6 +91,11 @@ struct limiter_config {
  * time). Returns 0, or -ENOMEM (also when max_buckets cannot be mapped). */
 int limiter_new(const struct limiter_config *cfg, struct limiter **ret);
 void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside */
+
+/* Bytes the table maps: max_buckets rounded up to a power of two, times
+ * two slots of 16 bytes plus an 8-byte word each (48 MiB by default). With
+ * prefault it is all resident from limiter_new on. */
+size_t limiter_map_bytes(const struct limiter *l);
 
 /* Takes one request from the bucket `key` (created full on first use).
  * Returns 0; -ENOSPC when the table is at max_buckets, or the new key's

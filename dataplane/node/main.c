@@ -836,6 +836,7 @@ int main(int argc, char **argv)
 	lc = (struct limiter_config){
 		.max_buckets = n.cfg.limiter_max_buckets,
 		.idle_ttl_ns = (uint64_t)n.cfg.limiter_idle_ttl_s * 1000000000u,
+		.prefault = n.cfg.limiter_prefault,
 	};
 	r = limiter_new(&lc, &n.limiter);
 	if (r < 0) {

@@ -87,6 +87,7 @@ static const struct field fields[] = {
 	{ "limiter.max_buckets", FIELD_SIZE, OFF(limiter_max_buckets), 1ull << 30 },
 	{ "limiter.idle_ttl_s", FIELD_U32, OFF(limiter_idle_ttl_s), 30 * 86400 },
 	{ "limiter.sweep_interval_s", FIELD_U32, OFF(limiter_sweep_interval_s), 86400 },
+	{ "limiter.prefault", FIELD_BOOL, OFF(limiter_prefault), 0 },
 
 	{ "sync", FIELD_SECTION, OFF(sync_enabled), 0 },
 	{ "sync.endpoints", FIELD_ENDPOINTS, 0, 0 },
@@ -149,6 +150,7 @@ void node_config_init(struct node_config *c)
 	memset(c, 0, sizeof(*c));
 	c->log_level = LOG_LEVEL_INFO;
 	c->ktls = true;
+	c->limiter_prefault = true;
 }
 
 void node_config_done(struct node_config *c)

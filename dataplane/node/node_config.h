@@ -78,6 +78,7 @@ struct node_config {
 	size_t limiter_max_buckets;     /* 0: limiter default (1 << 20) */
 	uint32_t limiter_idle_ttl_s;    /* 0: limiter default (600) */
 	uint32_t limiter_sweep_interval_s; /* 0: 60 */
+	bool limiter_prefault;          /* commit the bucket table at start */
 
 	/* sync (node-sync agent); present = sync_enabled */
 	bool sync_enabled;
@@ -104,7 +105,7 @@ struct node_config {
 	size_t bpf_escalation_capacity; /* 0: 65,536 sources */
 };
 
-/* Defaults: everything unset, log level info, ktls on. */
+/* Defaults: everything unset, log level info, ktls and limiter prefault on. */
 void node_config_init(struct node_config *c);
 void node_config_done(struct node_config *c);
 

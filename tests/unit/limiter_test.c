@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1363,4 +1364,48 @@ Test(limiter_table, a_stale_hint_after_a_sweep_does_not_touch_the_new_owner)
 	cr_assert_not(check(l, same_home_key(5), &p, later), "the new owner was not refilled");
 	cr_assert_eq(limiter_count(l), 2);
 	limiter_free(l);
+}
+
+/* Resident set of this process in bytes, from /proc/self/statm. */
+static size_t resident_bytes(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%lu %lu", &size, &resident), 2);
+	fclose(f);
+	return resident * 4096ul;
+}
+
+/* prefault commits the whole table in limiter_new; without it, a new
+ * table costs (next to) nothing until buckets land on its pages. */
+Test(limiter_table, prefault_commits_the_table_at_creation)
+{
+	struct limiter_params p = mkp(TB, 10, NS_PER_S, 5);
+	struct limiter_result r;
+	struct limiter *lazy, *eager;
+	size_t before, after_lazy, after_eager, map;
+
+	before = resident_bytes();
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 1 << 18 }, &lazy), 0);
+	after_lazy = resident_bytes();
+	map = limiter_map_bytes(lazy);
+	cr_assert_geq(map, (size_t)(1 << 19) * 24, "two slots and two words per bucket");
+	cr_assert_lt(after_lazy - before, map / 8, "lazy table resident: %zu of %zu bytes",
+		     after_lazy - before, map);
+
+	cr_assert_eq(limiter_new(&(struct limiter_config){ .max_buckets = 1 << 18, .prefault = true },
+				 &eager), 0);
+	after_eager = resident_bytes();
+	cr_assert_geq(after_eager - after_lazy, map - map / 64,
+		      "prefaulted table resident: %zu of %zu bytes", after_eager - after_lazy, map);
+	cr_assert_eq(limiter_map_bytes(eager), map);
+
+	/* A prefaulted table is an ordinary empty table. */
+	cr_assert_eq(limiter_check(eager, 42, &p, T0, &r), 0);
+	cr_assert(r.allowed);
+	cr_assert_eq(r.remaining, 4);
+	limiter_free(lazy);
+	limiter_free(eager);
 }

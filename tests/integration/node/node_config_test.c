@@ -45,6 +45,7 @@ Test(node_config, example_file_sets_every_section)
 	cr_assert_str_eq(c.access_log, "/var/log/sluice/access.log");
 	cr_assert_str_eq(c.policy_file, "/etc/sluice/policy.json");
 	cr_assert_eq(c.limiter_max_buckets, 1048576);
+	cr_assert(c.limiter_prefault);
 	cr_assert(!c.sync_enabled);
 	cr_assert_eq(node_config_check(&c, err), 0, "%s", err);
 	node_config_done(&c);
@@ -88,6 +89,18 @@ Test(node_config, empty_document_keeps_defaults)
 	cr_assert(c.ktls);
 	cr_assert_eq(c.log_level, LOG_LEVEL_INFO);
 	cr_assert_null(c.listen);
+	cr_assert(c.limiter_prefault);
+	node_config_done(&c);
+}
+
+Test(node_config, limiter_prefault_can_be_turned_off)
+{
+	struct node_config c;
+	char err[NODE_CONFIG_ERR_LEN];
+
+	cr_assert_eq(parse(&c, "limiter:\n  prefault: false\n", err), 0, "%s", err);
+	cr_assert(!c.limiter_prefault);
+	cr_assert(c.ktls, "other defaults stay");
 	node_config_done(&c);
 }
 

@@ -92,9 +92,9 @@ struct limiter_config {
 int limiter_new(const struct limiter_config *cfg, struct limiter **ret);
 void limiter_free(struct limiter *l); /* accepts NULL; no thread may be inside */
 
-/* Bytes the table maps: max_buckets rounded up to a power of two, times
- * two slots of 16 bytes plus an 8-byte word each (48 MiB by default). With
- * prefault it is all resident from limiter_new on. */
+/* Bytes the table maps: 24 per slot (the 16-byte slot and its 8-byte unit
+ * word), for twice max_buckets slots rounded up to a power of two: 48 MiB
+ * by default. With prefault it is all resident from limiter_new on. */
 size_t limiter_map_bytes(const struct limiter *l);
 
 /* Takes one request from the bucket `key` (created full on first use).

@@ -50,8 +50,7 @@ def main():
         return 2
     specs = [parse_spec(a) for a in sys.argv[1:]]
     sys.argv = sys.argv[:1]
-    args = pb.parse_args()
-    args.seconds = pb.env_int("BENCH_SECONDS", 3, 1)
+    args = pb.parse_args(seconds=3)
     rounds = pb.env_int("BENCH_ROUNDS", 8, 1)
     bench, rc = pb.prepared_bench(args, "ab_sluice", (
         "wrk", "nginx", "openssl", "taskset", "perf"))

@@ -25,9 +25,7 @@ import proxy_bench as pb  # noqa: E402
 
 
 def main():
-    args = pb.parse_args()
-    args.seconds = pb.env_int("BENCH_SECONDS", 3, 1)
-    args.runs = pb.env_int("BENCH_RUNS", 3, 1)
+    args = pb.parse_args(runs=3, seconds=3)
     bench, rc = pb.prepared_bench(args, "cold_start", (
         "wrk", "nginx", "haproxy", "openssl", "taskset"))
     if not bench:

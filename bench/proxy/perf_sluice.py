@@ -83,9 +83,7 @@ def add_run(per, res, counts):
 
 
 def main():
-    args = pb.parse_args()
-    args.seconds = pb.env_int("BENCH_SECONDS", 5, 1)
-    args.runs = pb.env_int("BENCH_RUNS", 1, 1)
+    args = pb.parse_args(runs=1, seconds=5)
     bench, rc = pb.prepared_bench(args, "perf_sluice", (
         "wrk", "nginx", "openssl", "taskset", "perf"))
     if not bench:

@@ -643,7 +643,9 @@ def env_list(name, default, allowed):
     return items
 
 
-def parse_args():
+def parse_args(runs=5, seconds=10):
+    """The command line, and the BENCH_* environment with these defaults
+    for BENCH_RUNS and BENCH_SECONDS (each tool has its own)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sluice-node", default="", help="path of the sluice-node binary")
     p.add_argument("--sluice-policy", default="", help="path of sluice-policy (validates the policy)")
@@ -651,8 +653,8 @@ def parse_args():
     # Children run in the work dir: relative paths would not resolve there.
     args.sluice_node = os.path.abspath(args.sluice_node) if args.sluice_node else ""
     args.sluice_policy = os.path.abspath(args.sluice_policy) if args.sluice_policy else ""
-    args.runs = env_int("BENCH_RUNS", 5, 1)
-    args.seconds = env_int("BENCH_SECONDS", 10, 1)
+    args.runs = env_int("BENCH_RUNS", runs, 1)
+    args.seconds = env_int("BENCH_SECONDS", seconds, 1)
     args.warmup = env_int("BENCH_WARMUP", 2, 1)
     args.connections = env_int("BENCH_CONNECTIONS", 50, 1)
     args.threads = env_int("BENCH_THREADS", 1, 1)

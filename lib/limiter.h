@@ -75,7 +75,7 @@ struct limiter_config {
 	uint64_t idle_ttl_ns;  /* a bucket idle (full again) this long may be
 				* reclaimed by limiter_sweep(); 0: 10 minutes */
 	bool prefault;         /* commit the whole table in limiter_new (see
-				* limiter_resident_bytes), so no check waits for
+				* limiter_map_bytes), so no check waits for
 				* the first touch of a page; else pages are
 				* committed as buckets land on them */
 };

@@ -409,12 +409,14 @@ class Bench:
             c.name, r.returncode, r.stderr.decode(errors="replace")[-300:]))
 
     def measure(self, c):
+        steal0 = cpu_steal_ticks(self.args.proxy_cpu)
         wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         (usr0, sys0), back0 = c.cpu_split_s(), self.backend.cpu_s()
         w = self.wrk(c, self.args.seconds)
         (usr1, sys1), back1 = c.cpu_split_s(), self.backend.cpu_s()
         cpu0, cpu1 = usr0 + sys0, usr1 + sys1
         wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        steal1 = cpu_steal_ticks(self.args.proxy_cpu)
         n = w["requests"]
         errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"]
         wall_s = w["duration_us"] / 1e6
@@ -433,6 +435,10 @@ class Bench:
             # load side, not the proxy, set the req/s
             "load_cpu_busy": ((back1 - back0) + wrk_cpu) / wall_s if wall_s else 0.0,
             "requests": n, "non2xx": w["non2xx"], "socket_errors": errors,
+            # the share of the proxy CPU's time the hypervisor gave to
+            # others: runs with a few per cent of it have long tails for
+            # every contender (not used in the medians, printed to read them)
+            "steal_pct": 100.0 * (steal1[0] - steal0[0]) / max(steal1[1] - steal0[1], 1),
         }
 
     def check_run(self, c, run):
@@ -509,11 +515,11 @@ class Bench:
                     run = self.measure(c)
                     bad = self.check_run(c, run)
                     note("%s %s run %d: %.0f req/s p50 %d us p99 %d us %s us/req "
-                         "(user %s sys %s) non2xx %d/%d%s" % (
+                         "(user %s sys %s) non2xx %d/%d steal %.1f%%%s" % (
                              scenario, c.name, i + 1, run["rps"], run["p50_us"],
                              run["p99_us"], fmt(run["us_per_req"], 2),
                              fmt(run["user_us_per_req"], 2), fmt(run["sys_us_per_req"], 2),
-                             run["non2xx"], run["requests"],
+                             run["non2xx"], run["requests"], run["steal_pct"],
                              "  INVALID: " + bad if bad else ""))
                     if bad:
                         c.error = bad
@@ -623,6 +629,20 @@ def summarize(runs):
         "non2xx_frac": sum(r["non2xx"] for r in runs) / n if n else 0.0,
         "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
     }
+
+
+def cpu_steal_ticks(cpu):
+    """(steal, all) ticks of one CPU so far, from /proc/stat; (0, 0) where
+    the line is missing."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu%d " % cpu):
+                    ticks = [int(v) for v in line.split()[1:]]
+                    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+    except OSError:
+        pass
+    return 0, 0
 
 
 def env_int(name, default, minimum):

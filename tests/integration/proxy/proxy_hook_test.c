@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -472,7 +473,7 @@ Test(proxy_hook, client_counters_merge_keys_of_one_client)
 struct scraper {
 	struct proxy *p;
 	_Atomic bool stop;
-	unsigned scrapes;
+	_Atomic unsigned scrapes;
 	bool went_down, failed;
 };
 
@@ -525,6 +526,10 @@ Test(proxy_hook, client_counters_merge_workers)
 	cr_assert(proxy_start(sc.p) == 0);
 	port = proxy_port(sc.p, false);
 	cr_assert(pthread_create(&t, NULL, scrape_loop, &sc) == 0);
+	/* The requests start once the scraper runs: on a busy machine the
+	 * thread can otherwise first run after they all finished. */
+	while (atomic_load(&sc.scrapes) == 0)
+		sched_yield();
 	/* A new connection each time: the kernel's reuseport hash spreads
 	 * them over both workers (all on one: 2^-39), so c2 has a row in
 	 * each table and must come out as one. */

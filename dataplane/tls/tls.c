@@ -399,6 +399,9 @@ int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **ret)
 	} else {
 		SSL_set_bio(c->ssl, c->bio, c->bio);
 		c->bio = NULL;  /* owned by ssl */
+		/* All the buffered ciphertext in one BIO read, not a header
+		 * read and a body read per record (README, "Cost per record"). */
+		SSL_set_read_ahead(c->ssl, 1);
 	}
 	SSL_set_accept_state(c->ssl);
 	ERR_clear_error();

@@ -12,7 +12,8 @@ request path; the benchmark with peers remains proxy_bench.py.
 
 Usage: perf_sluice.py --sluice-node build/dataplane/node/sluice-node
 PERF_RECORD=/path/prefix also records a call-graph profile per scenario
-(`perf report -i PREFIX.<scenario>`).
+(`perf report -i PREFIX.<scenario>`). PERF_EVENTS=ev1,ev2 counts more
+events per request (tracepoints such as io_uring:io_uring_submit_req).
 Environment: BENCH_SECONDS (default 5), BENCH_RUNS (default 1),
 BENCH_SCENARIOS (default plain,reject,tls), BENCH_CONNECTIONS (50).
 Needs perf with access to the counters (root, or perf_event_paranoid <= 1);
@@ -33,7 +34,8 @@ EVENTS = ["cycles", "instructions", "task-clock", "context-switches",
 
 def perf_during_wrk(bench, c, seconds):
     pid = c.proc.popen.pid
-    argv = ["perf", "stat", "-x", ",", "-e", ",".join(EVENTS), "-p", str(pid)]
+    events = EVENTS + [e for e in os.environ.get("PERF_EVENTS", "").split(",") if e]
+    argv = ["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", str(pid)]
     record = os.environ.get("PERF_RECORD")
     rec = None
     if record:  # a profile as well: perf record -g into PERF_RECORD.<scenario>

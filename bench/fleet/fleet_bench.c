@@ -37,17 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <grpc/byte_buffer.h>
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
 
 #include "bench_record.h"
-#include "fileio.h"
 #include "etcd_helper.h"
 #include "fleet_sim.h"
+#include "rpc_client.h"
 #include "sluice/v1/admin.pb-c.h"
 
 #define RULESET "fleet-bench"
@@ -347,53 +342,10 @@ static double self_cpu_s(void)
 
 /* ---- the admin client -------------------------------------------------------- */
 
-/* One channel and a pluck queue for blocking unary calls. Owned by main. */
-struct admin_client {
-	grpc_channel *ch;
-	grpc_completion_queue *cq;
-};
-
-static int admin_client_open(const struct bench *b, struct admin_client *a, int port)
-{
-	grpc_channel_credentials *creds;
-	grpc_arg arg = { .type = GRPC_ARG_STRING,
-			 .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
-			 .value.string = (char *)"localhost" };
-	grpc_channel_args args = { .num_args = 1, .args = &arg };
-	char target[64];
-
-	grpc_init();
-	if (b->tls) {
-		char *ca = NULL;
-
-		if (fileio_read(b->ca, 1u << 20, &ca, NULL) < 0)
-			return -ENOENT;
-		creds = grpc_ssl_credentials_create(ca, NULL, NULL, NULL);
-		free(ca);
-	} else {
-		creds = grpc_insecure_credentials_create();
-	}
-	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-	a->ch = grpc_channel_create(target, creds, b->tls ? &args : NULL);
-	grpc_channel_credentials_release(creds);
-	a->cq = grpc_completion_queue_create_for_pluck(NULL);
-	return 0;
-}
-
-static void admin_client_close(struct admin_client *a)
-{
-	grpc_channel_destroy(a->ch);
-	grpc_completion_queue_shutdown(a->cq);
-	while (grpc_completion_queue_pluck(a->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME),
-					   NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(a->cq);
-	grpc_shutdown();
-}
-
 /* ApplyChanges upserting the one RateLimit (plus, when seed, a Client that
- * uses it). 0 and *version, or -EPROTO with the status printed. */
-static int admin_apply(struct admin_client *a, uint64_t rate, bool seed, uint64_t *version)
+ * uses it), over the rpc tests' client. 0 and *version, or -EPROTO with the
+ * status printed. */
+static int admin_apply(struct tc *a, uint64_t rate, bool seed, uint64_t *version)
 {
 	Sluice__V1__RateLimit rl = SLUICE__V1__RATE_LIMIT__INIT;
 	Sluice__V1__Client cl = SLUICE__V1__CLIENT__INIT;
@@ -402,14 +354,7 @@ static int admin_apply(struct admin_client *a, uint64_t rate, bool seed, uint64_
 	Sluice__V1__ApplyChangesRequest req = SLUICE__V1__APPLY_CHANGES_REQUEST__INIT;
 	Sluice__V1__ApplyChangesResponse *resp = NULL;
 	char *keys[1] = { (char *)"fleet-bench-key" };
-	grpc_slice method = grpc_slice_from_static_string("/sluice.v1.PolicyAdmin/ApplyChanges");
-	grpc_byte_buffer *bb, *rbb = NULL;
-	grpc_metadata_array init_md, trail_md;
-	grpc_metadata md = { 0 };
-	grpc_status_code status = GRPC_STATUS_UNKNOWN;
-	grpc_slice details = grpc_empty_slice(), sl;
-	grpc_op ops[6];
-	grpc_call *call;
+	struct tc_result res;
 	uint8_t *buf;
 	size_t len;
 	int err = 0;
@@ -437,71 +382,21 @@ static int admin_apply(struct admin_client *a, uint64_t rate, bool seed, uint64_
 	if (!buf)
 		return -ENOMEM;
 	sluice__v1__apply_changes_request__pack(&req, buf);
-	sl = grpc_slice_new(buf, len, free);
-	bb = grpc_raw_byte_buffer_create(&sl, 1);
-	grpc_slice_unref(sl);
-
-	md.key = grpc_slice_from_static_string("authorization");
-	md.value = grpc_slice_from_static_string("Bearer " TOKEN);
-	grpc_metadata_array_init(&init_md);
-	grpc_metadata_array_init(&trail_md);
-	call = grpc_channel_create_call(a->ch, NULL, GRPC_PROPAGATE_DEFAULTS, a->cq, method, NULL,
-		gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-			     gpr_time_from_millis(ADMIN_DEADLINE_MS, GPR_TIMESPAN)), NULL);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = 1;
-	ops[0].data.send_initial_metadata.metadata = &md;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = bb;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &rbb;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-	ops[5].data.recv_status_on_client.status = &status;
-	ops[5].data.recv_status_on_client.status_details = &details;
-	if (!call || grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
-		err = -EIO;
-	} else {
-		/* the call's own deadline bounds this wait */
-		grpc_completion_queue_pluck(a->cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	}
-	if (!err && status == GRPC_STATUS_OK && rbb) {
-		grpc_byte_buffer_reader r;
-		grpc_slice all;
-
-		if (grpc_byte_buffer_reader_init(&r, rbb)) {
-			all = grpc_byte_buffer_reader_readall(&r);
-			grpc_byte_buffer_reader_destroy(&r);
-			resp = sluice__v1__apply_changes_response__unpack(NULL, GRPC_SLICE_LENGTH(all),
-									  GRPC_SLICE_START_PTR(all));
-			grpc_slice_unref(all);
-		}
-	}
-	if (!err && (status != GRPC_STATUS_OK || !resp || !resp->version ||
-		     !resp->version->version)) {
-		char *d = grpc_slice_to_c_string(details);
-
-		fprintf(stderr, "%s: ApplyChanges failed: status %d '%s'%s\n", prog, (int)status,
-			d ? d : "", status == GRPC_STATUS_OK ? " (no version in the reply)" : "");
-		gpr_free(d);
+	tc_unary(a, "/sluice.v1.PolicyAdmin/ApplyChanges", buf, len, TOKEN, ADMIN_DEADLINE_MS, &res);
+	free(buf);
+	if (res.status == GRPC_STATUS_OK && res.data)
+		resp = sluice__v1__apply_changes_response__unpack(NULL, res.len, res.data);
+	if (res.status != GRPC_STATUS_OK || !resp || !resp->version || !resp->version->version) {
+		fprintf(stderr, "%s: ApplyChanges failed: status %d '%s'%s\n", prog, res.status,
+			res.details ? res.details : "",
+			res.status == GRPC_STATUS_OK ? " (no version in the reply)" : "");
 		err = -EPROTO;
-	}
-	if (!err)
+	} else {
 		*version = resp->version->version;
+	}
 	if (resp)
 		sluice__v1__apply_changes_response__free_unpacked(resp, NULL);
-	if (rbb)
-		grpc_byte_buffer_destroy(rbb);
-	grpc_byte_buffer_destroy(bb);
-	grpc_slice_unref(details);
-	grpc_metadata_array_destroy(&init_md);
-	grpc_metadata_array_destroy(&trail_md);
-	if (call)
-		grpc_call_unref(call);
+	tc_result_done(&res);
 	return err;
 }
 
@@ -545,7 +440,7 @@ static int run_one(const struct bench *b, unsigned index, unsigned changes, unsi
 		   struct run *out)
 {
 	struct control c = { 0 };
-	struct admin_client a;
+	struct tc *a;
 	struct fleet_sim *sim = NULL;
 	struct fleet_sim_config sc = { 0 };
 	double *lat = NULL;
@@ -558,12 +453,14 @@ static int run_one(const struct bench *b, unsigned index, unsigned changes, unsi
 	out_fd = control_start(b, index, &c);
 	if (out_fd < 0)
 		return out_fd;
-	if (admin_client_open(b, &a, c.port)) {
+	/* tc_new reads the CA file; an unreadable one fails the first call */
+	a = tc_new(c.port, b->tls ? b->ca : NULL, NULL, NULL);
+	if (!a) {
 		control_stop(&c, out_fd);
-		return -ENOENT;
+		return -ENOMEM;
 	}
 	/* the head exists (and is loaded) before the "before" reading */
-	err = admin_apply(&a, (*rate)++, true, &v0);
+	err = admin_apply(a, (*rate)++, true, &v0);
 	if (err) {
 		print_log_tail(c.log);
 		goto out;
@@ -617,7 +514,7 @@ static int run_one(const struct bench *b, unsigned index, unsigned changes, unsi
 		uint64_t v;
 
 		t0 = fleet_sim_now_ns();
-		err = admin_apply(&a, (*rate)++, false, &v);
+		err = admin_apply(a, (*rate)++, false, &v);
 		t_commit = fleet_sim_now_ns();
 		if (err) {
 			print_log_tail(c.log);
@@ -678,7 +575,7 @@ out:
 	free(commit);
 	free(first_ms);
 	fleet_sim_free(sim);
-	admin_client_close(&a);
+	tc_free(a);
 	control_stop(&c, out_fd);
 	return err;
 }

@@ -1,9 +1,10 @@
-/* rpc_client.h - a small test client on the gRPC C core (the same library
- * family as the server, but only its client half): unary calls and
- * step-by-step streams, with a bearer token and TLS/mTLS credentials.
+/* rpc_client.h - a small client on the gRPC C core for tests and
+ * benchmarks (the same library family as the server, but only its client
+ * half): unary calls and step-by-step streams, with a bearer token and
+ * TLS/mTLS credentials.
  */
-#ifndef SLUICE_TESTS_RPC_CLIENT_H
-#define SLUICE_TESTS_RPC_CLIENT_H
+#ifndef SLUICE_TESTS_SUPPORT_RPC_CLIENT_H
+#define SLUICE_TESTS_SUPPORT_RPC_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,7 +18,8 @@ struct tc {
 	grpc_completion_queue *cq;
 };
 
-/* Plaintext when ca_file is NULL; client certificate when cert/key set. */
+/* Plaintext when ca_file is NULL; client certificate when cert/key set.
+ * NULL only when out of memory. */
 struct tc *tc_new(int port, const char *ca_file, const char *cert_file, const char *key_file);
 void tc_free(struct tc *c);
 

@@ -1,6 +1,6 @@
-/* rpc_client.c - the test client of rpc_client.h. Every wait is bounded by
- * the call's own deadline; a pluck queue per channel keeps the steps of one
- * test in order.
+/* rpc_client.c - the gRPC C-core client of rpc_client.h, for tests and
+ * benchmarks. Every wait is bounded by the call's own deadline; a pluck
+ * queue per channel keeps the steps of one test in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,26 +12,17 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "fileio.h"
 #include "rpc_client.h"
+
+/* PEM files are small; anything larger is not one. */
+#define PEM_MAX_BYTES (1u << 20)
 
 static char *slurp(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
+	char *buf = NULL;
 
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = calloc(1, (size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
+	return fileio_read(path, PEM_MAX_BYTES, &buf, NULL) == 0 ? buf : NULL;
 }
 
 struct tc *tc_new(int port, const char *ca_file, const char *cert_file, const char *key_file)
@@ -42,6 +33,8 @@ struct tc *tc_new(int port, const char *ca_file, const char *cert_file, const ch
 	grpc_arg arg;
 	grpc_channel_args args = { .num_args = 0, .args = &arg };
 
+	if (!c)
+		return NULL;
 	grpc_init();
 	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
 	if (ca_file) {
@@ -159,8 +152,8 @@ void tc_unary(struct tc *c, const char *path, const void *req, size_t len,
 	grpc_byte_buffer *resp = NULL;
 	grpc_metadata_array init_md, trail_md;
 	grpc_metadata md;
-	grpc_status_code status;
-	grpc_slice details;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_slice_from_static_string("the call did not start");
 	char tokbuf[600];
 	grpc_op ops[6];
 	size_t nmd = token_md(&md, token, tokbuf, sizeof(tokbuf));
@@ -183,8 +176,8 @@ void tc_unary(struct tc *c, const char *path, const void *req, size_t len,
 	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
 	ops[5].data.recv_status_on_client.status = &status;
 	ops[5].data.recv_status_on_client.status_details = &details;
-	grpc_call_start_batch(call, ops, 6, call, NULL);
-	wait_tag(c, call);
+	if (grpc_call_start_batch(call, ops, 6, call, NULL) == GRPC_CALL_OK)
+		wait_tag(c, call);
 	out->status = (int)status;
 	out->details = slice_str(details);
 	if (resp) {

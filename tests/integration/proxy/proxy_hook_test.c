@@ -474,7 +474,8 @@ struct scraper {
 	struct proxy *p;
 	_Atomic bool stop;
 	_Atomic unsigned scrapes;
-	bool went_down, failed;
+	_Atomic bool failed;
+	bool went_down;
 };
 
 static void *scrape_loop(void *arg)
@@ -528,7 +529,7 @@ Test(proxy_hook, client_counters_merge_workers)
 	cr_assert(pthread_create(&t, NULL, scrape_loop, &sc) == 0);
 	/* The requests start once the scraper runs: on a busy machine the
 	 * thread can otherwise first run after they all finished. */
-	while (atomic_load(&sc.scrapes) == 0)
+	while (atomic_load(&sc.scrapes) == 0 && !atomic_load(&sc.failed))
 		sched_yield();
 	/* A new connection each time: the kernel's reuseport hash spreads
 	 * them over both workers (all on one: 2^-39), so c2 has a row in

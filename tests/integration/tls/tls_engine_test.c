@@ -488,6 +488,44 @@ Test(tls_engine, data_fed_one_byte_per_call_with_a_read_after_each)
 	cr_assert_eq(memcmp(buf, msg, sizeof(msg)), 0);
 }
 
+/* Several records in one feed (pipelined requests, each its own record):
+ * OpenSSL reads them all ahead into its own buffer at the first read, so
+ * the input buffer is empty while records are still undecrypted. Every
+ * record must come out before the first -EAGAIN, without another feed. */
+Test(tls_engine, records_read_ahead_in_one_feed_all_come_out)
+{
+	static const char *const rec[] = { "first request", "second, longer request",
+					   "third" };
+	char want[128] = "", buf[128];
+	size_t got = 0, fed = 0;
+	ssize_t m;
+	char *p;
+	int n;
+
+	make_client(0, NULL, 0);
+	handshake(4096);
+	/* application data has flowed once: tls_conn_read's shortcut is on */
+	client_write_all("x", 1);
+	server_read_all(buf, 1, 4096);
+	for (size_t i = 0; i < sizeof(rec) / sizeof(rec[0]); i++) {
+		client_write_all(rec[i], strlen(rec[i]));
+		strcat(want, rec[i]);
+	}
+	while ((n = BIO_nread0(cnet, &p)) > 0) {
+		ssize_t k = tls_conn_feed(srv, p, (size_t)n);
+
+		cr_assert_gt(k, 0);
+		BIO_nread(cnet, &p, (int)k);
+		fed += (size_t)k;
+	}
+	cr_assert_gt(fed, strlen(want));
+	while ((m = tls_conn_read(srv, buf + got, sizeof(buf) - got)) > 0)
+		got += (size_t)m;
+	cr_assert_eq(m, -EAGAIN, "read %zd: %s", m, tls_conn_error(srv));
+	cr_assert_eq(got, strlen(want), "got %zu of %zu bytes", got, strlen(want));
+	cr_assert_eq(memcmp(buf, want, got), 0);
+}
+
 Test(tls_engine, read_and_write_before_handshake_say_not_connected)
 {
 	char buf[16];

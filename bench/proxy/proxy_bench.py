@@ -410,6 +410,7 @@ class Bench:
 
     def measure(self, c):
         steal0 = cpu_steal_ticks(self.args.proxy_cpu)
+        segs0 = tcp_out_segs()
         wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         (usr0, sys0), back0 = c.cpu_split_s(), self.backend.cpu_s()
         w = self.wrk(c, self.args.seconds)
@@ -417,6 +418,7 @@ class Bench:
         cpu0, cpu1 = usr0 + sys0, usr1 + sys1
         wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         steal1 = cpu_steal_ticks(self.args.proxy_cpu)
+        segs1 = tcp_out_segs()
         n = w["requests"]
         errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"]
         wall_s = w["duration_us"] / 1e6
@@ -439,6 +441,12 @@ class Bench:
             # others: runs with a few per cent of it have long tails for
             # every contender (not used in the medians, printed to read them)
             "steal_pct": 100.0 * (steal1[0] - steal0[0]) / max(steal1[1] - steal0[1], 1),
+            # TCP segments sent on the machine per request, by wrk, the
+            # backend and the proxy together: 2 per hop (request and
+            # response), so 2 direct and 4 through a proxy that forwards
+            # (2 in `reject`); more means pure ACKs or split writes
+            "segs_per_req": (segs1 - segs0) / n if n and segs0 is not None
+            and segs1 is not None else None,
         }
 
     def check_run(self, c, run):
@@ -515,12 +523,12 @@ class Bench:
                     run = self.measure(c)
                     bad = self.check_run(c, run)
                     note("%s %s run %d: %.0f req/s p50 %d us p99 %d us %s us/req "
-                         "(user %s sys %s) non2xx %d/%d steal %.1f%%%s" % (
+                         "(user %s sys %s) non2xx %d/%d steal %.1f%% segs/req %s%s" % (
                              scenario, c.name, i + 1, run["rps"], run["p50_us"],
                              run["p99_us"], fmt(run["us_per_req"], 2),
                              fmt(run["user_us_per_req"], 2), fmt(run["sys_us_per_req"], 2),
                              run["non2xx"], run["requests"], run["steal_pct"],
-                             "  INVALID: " + bad if bad else ""))
+                             fmt(run["segs_per_req"], 2), "  INVALID: " + bad if bad else ""))
                     if bad:
                         c.error = bad
                     c.runs.append(run)
@@ -569,6 +577,8 @@ class Bench:
                     log("%s_us_per_req: %.2f" % (key, r["us_per_req"]))
                     log("%s_user_us_per_req: %.2f" % (key, r["user_us_per_req"]))
                     log("%s_sys_us_per_req: %.2f" % (key, r["sys_us_per_req"]))
+                if r["segs_per_req"] is not None:
+                    log("%s_tcp_segs_per_req: %.2f" % (key, r["segs_per_req"]))
                 if scenario == "reject" and name != "direct":
                     log("%s_rejected_frac: %.4f" % (key, r["non2xx_frac"]))
         ratios = {}
@@ -625,7 +635,7 @@ def summarize(runs):
         "rps": med("rps"), "p50_us": med("p50_us"), "p99_us": med("p99_us"),
         "us_per_req": med("us_per_req"), "backend_us_per_req": med("backend_us_per_req"),
         "user_us_per_req": med("user_us_per_req"), "sys_us_per_req": med("sys_us_per_req"),
-        "load_cpu_busy": med("load_cpu_busy"),
+        "load_cpu_busy": med("load_cpu_busy"), "segs_per_req": med("segs_per_req"),
         "non2xx_frac": sum(r["non2xx"] for r in runs) / n if n else 0.0,
         "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
     }
@@ -643,6 +653,17 @@ def cpu_steal_ticks(cpu):
     except OSError:
         pass
     return 0, 0
+
+
+def tcp_out_segs():
+    """TCP segments this machine (network namespace) has sent so far, from
+    /proc/net/snmp; None where it cannot be read."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("OutSegs")])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def env_int(name, default, minimum):

@@ -258,18 +258,26 @@ int tc_stream_half_close(struct tc_stream *s)
 	return ev.success ? 0 : -1;
 }
 
+/* The stream's initial metadata comes once, with whichever receive is
+ * first: puts that op in ops[0] when still due. Returns the ops used. */
+static size_t recv_initial_md_once(struct tc_stream *s, grpc_op *ops)
+{
+	if (s->md_recv)
+		return 0;
+	ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[0].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+	s->md_recv = true;
+	return 1;
+}
+
 int tc_stream_recv(struct tc_stream *s, uint8_t **out, size_t *len)
 {
 	grpc_byte_buffer *bb = NULL;
 	grpc_op ops[2];
-	size_t n = 0;
+	size_t n;
 
 	memset(ops, 0, sizeof(ops));
-	if (!s->md_recv) {
-		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[n++].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
-		s->md_recv = true;
-	}
+	n = recv_initial_md_once(s, ops);
 	ops[n].op = GRPC_OP_RECV_MESSAGE;
 	ops[n++].data.recv_message.recv_message = &bb;
 	grpc_call_start_batch(s->call, ops, n, s, NULL);
@@ -287,16 +295,12 @@ void tc_stream_status(struct tc_stream *s, struct tc_result *out)
 	grpc_status_code status;
 	grpc_slice details;
 	grpc_op ops[2];
-	size_t n = 0;
+	size_t n;
 
 	memset(out, 0, sizeof(*out));
 	grpc_metadata_array_init(&trail_md);
 	memset(ops, 0, sizeof(ops));
-	if (!s->md_recv) {
-		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[n++].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
-		s->md_recv = true;
-	}
+	n = recv_initial_md_once(s, ops);
 	ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
 	ops[n].data.recv_status_on_client.trailing_metadata = &trail_md;
 	ops[n].data.recv_status_on_client.status = &status;
